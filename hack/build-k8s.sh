@@ -50,10 +50,10 @@ import (
 GO
   (cd "$work" && log "resolving dependencies (go mod tidy)" && go mod tidy -e >/dev/null 2>&1 || true)
   (cd "$work" && go mod download)
-  local pkg="k8s.io/component-base/version"
-  local ldflags="-s -w -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=${K8S_VERSION#1.} -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
-  ldflags="${ldflags/gitMinor=${K8S_VERSION#1.}/gitMinor=$(echo "${K8S_VERSION#1.}" | cut -d. -f1)}"
+  local pkg="k8s.io/component-base/version" minor_number="${K8S_VERSION#1.}"
+  minor_number="${minor_number%%.*}"
+  local ldflags="-s -w -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor_number"
+  ldflags="$ldflags -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   for b in "${missing[@]}"; do
     local t=$SECONDS
     log "building $b (minutes on 2 cores)"
