@@ -1,0 +1,428 @@
+"""Pydantic models of the ModelArtifact resource (spec, status, Job results) and pure formatting helpers.
+
+This module is the Python twin of ``crds/modelartifacts.yaml``: field names (camelCase aliases), defaults
+and bounds are identical to the CRD's, and ``tests/unit/test_crd.py`` checks that they stay so. It also
+holds the names fixed by docs/internals.md and the two formatting helpers (``format_bytes``,
+``progress_summary``) shared by the fetcher and the operator. Pure: no I/O, no Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "modeldepot.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelArtifact"
+PLURAL = "modelartifacts"
+SINGULAR = "modelartifact"
+SHORT_NAME = "ma"
+FINALIZER = "modeldepot.dev/cleanup"
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_ARTIFACT = "modeldepot.dev/artifact"
+LABEL_GENERATION = "modeldepot.dev/generation"
+LABEL_NODE = "modeldepot.dev/node"
+MANAGED_BY = "modeldepot"
+FETCHER_APP = "modeldepot-fetcher"
+CLEANUP_APP = "modeldepot-cleanup"
+FETCHER_SERVICE_ACCOUNT = "modeldepot-fetcher"
+
+DEFAULT_NODE_ROOT = "/var/lib/modeldepot"
+
+Phase = Literal["Pending", "Downloading", "Ready", "Failed", "Suspended", "Deleting"]
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+PHASES: tuple[str, ...] = ("Pending", "Downloading", "Ready", "Failed", "Suspended", "Deleting")
+
+
+class _Model(BaseModel):
+    """Base: camelCase aliases, accepts snake_case too, ignores fields a newer CRD may add."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    def to_api(self) -> dict[str, Any]:
+        """The object as the Kubernetes API spells it: camelCase, unset optional fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------------------------- spec
+
+
+class SecretKeyRef(_Model):
+    """A key of a Secret in the artifact's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253)] = "token"
+
+
+class HuggingFaceSource(_Model):
+    """A repository on the Hugging Face Hub (or a mirror)."""
+
+    repo: Annotated[str, Field(min_length=3, max_length=193)]
+    repo_type: Annotated[Literal["model", "dataset"], Field(alias="type")] = "model"
+    revision: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")] = "main"
+    include: list[Annotated[str, Field(min_length=1)]] | None = None
+    exclude: list[Annotated[str, Field(min_length=1)]] | None = None
+    token_secret_ref: SecretKeyRef | None = None
+    endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = None
+
+
+class Source(_Model):
+    """Where the files come from; exactly one kind is set."""
+
+    hugging_face: HuggingFaceSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if self.hugging_face is None:
+            raise ValueError("exactly one source kind must be set (huggingFace)")
+        return self
+
+
+def _default_access_modes() -> list[AccessMode]:
+    return ["ReadWriteOnce"]
+
+
+class ClaimTemplate(_Model):
+    """What the operator needs to create (and own) the claim."""
+
+    storage_class_name: str | None = None
+    size: int | str
+    access_modes: list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
+        default_factory=lambda: ["ReadWriteOnce"]
+    )
+
+
+class PersistentVolumeClaimStorage(_Model):
+    """Files go into a directory of a PersistentVolumeClaim."""
+
+    claim_name: Annotated[str, Field(min_length=1, max_length=253)]
+    path: str | None = None
+    create: ClaimTemplate | None = None
+
+
+class Toleration(_Model):
+    """The core/v1 Toleration fields."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class NodeLocalStorage(_Model):
+    """Files go onto the local disk of every matching node."""
+
+    path: str = DEFAULT_NODE_ROOT
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+
+
+class Storage(_Model):
+    """Where the files go; exactly one kind is set."""
+
+    persistent_volume_claim: PersistentVolumeClaimStorage | None = None
+    node_local: NodeLocalStorage | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.persistent_volume_claim is None) == (self.node_local is None):
+            raise ValueError("exactly one of persistentVolumeClaim, nodeLocal must be set")
+        return self
+
+
+class ResourceRequirements(_Model):
+    """Compute resources of the download container (core/v1 requests/limits)."""
+
+    requests: dict[str, int | str] | None = None
+    limits: dict[str, int | str] | None = None
+
+
+class Downloader(_Model):
+    """Knobs of the download Jobs."""
+
+    image: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    resources: ResourceRequirements | None = None
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    backoff_limit: Annotated[int, Field(ge=0, le=20)] = 4
+    active_deadline_seconds: Annotated[int, Field(ge=60)] = 21600
+
+
+class ModelArtifactSpec(_Model):
+    """The desired state of a ModelArtifact."""
+
+    source: Source
+    storage: Storage
+    deletion_policy: Literal["Delete", "Retain"] = "Delete"
+    suspend: bool = False
+    downloader: Downloader = Field(default_factory=Downloader)
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+class Condition(_Model):
+    """A Kubernetes API convention condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class Progress(_Model):
+    """Live download progress, as the fetcher patches it (and the operator aggregates it)."""
+
+    phase: str | None = None
+    percent: float | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    files_done: int | None = None
+    files_total: int | None = None
+    bytes_per_second: float | None = None
+    eta_seconds: float | None = None
+    summary: str | None = None
+    resolved_revision: str | None = None
+    observed_generation: int | None = None
+    updated_at: str | None = None
+
+
+class NodeStatus(Progress):
+    """Per-node state for nodeLocal storage: progress plus the node's verified digest or failure."""
+
+    digest: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class ModelArtifactStatus(_Model):
+    """The observed state of a ModelArtifact."""
+
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    progress: Progress | None = None
+    nodes: dict[str, NodeStatus] = Field(default_factory=dict)
+    resolved_revision: str | None = None
+    revision: str | None = None
+    digest: str | None = None
+    total_bytes: int | None = None
+    size: str | None = None
+    file_count: int | None = None
+    path: str | None = None
+    ready_nodes: int | None = None
+    target_nodes: int | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of that type, if present."""
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+# ----------------------------------------------------------------------------------------- resource
+
+
+class ObjectMeta(_Model):
+    """The metadata fields the operator uses."""
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 1
+    labels: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: str | None = None
+
+
+class ModelArtifact(_Model):
+    """A whole ModelArtifact object."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta
+    spec: ModelArtifactSpec
+    status: ModelArtifactStatus = Field(default_factory=ModelArtifactStatus)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ModelArtifact:
+        """Parse a kopf body (or any mapping of the object). Raises pydantic.ValidationError."""
+        return cls.model_validate(_plain(body))
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def generation(self) -> int:
+        return self.metadata.generation
+
+    @property
+    def hugging_face(self) -> HuggingFaceSource:
+        """The Hub source (the only kind today; the validator guarantees it is set)."""
+        hf = self.spec.source.hugging_face
+        assert hf is not None
+        return hf
+
+    @property
+    def is_node_local(self) -> bool:
+        return self.spec.storage.node_local is not None
+
+    @property
+    def published_path(self) -> str:
+        """``P`` of docs/internals.md: the path of the files relative to the storage root."""
+        pvc = self.spec.storage.persistent_volume_claim
+        if pvc is not None:
+            return pvc.path or self.name
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def display_path(self) -> str:
+        """Where the files are, for humans: ``pvc/<claim>:<P>`` or ``node:<root>/<P>``."""
+        pvc = self.spec.storage.persistent_volume_claim
+        if pvc is not None:
+            return f"pvc/{pvc.claim_name}:{self.published_path}"
+        local = self.spec.storage.node_local
+        assert local is not None
+        return f"node:{local.path.rstrip('/')}/{self.published_path}"
+
+
+def _plain(obj: Any) -> Any:
+    """Deep-copy kopf's mapping views into plain dicts and lists that pydantic accepts."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A one-line, human message for a spec the CRD schema let through but the models reject."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------- Job results
+
+
+class JobResult(_Model):
+    """The fetcher's JSON result in the pod's termination message (docs/internals.md)."""
+
+    phase: Literal["Ready", "Failed"]
+    reason: str | None = None
+    message: str | None = None
+    commit: str | None = None
+    digest: str | None = None
+    total_bytes: int | None = None
+    file_count: int | None = None
+    path: str | None = None
+
+
+def parse_termination_message(text: str | None) -> JobResult | None:
+    """Parse a termination message; None when it is absent or not our JSON (e.g. a log tail)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return JobResult.model_validate(data)
+    except ValidationError:
+        return None
+
+
+# -------------------------------------------------------------------------------------- formatting
+
+_SI_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+
+
+def format_bytes(n: float | None) -> str:
+    """SI size for humans: 0 -> "0 B", 91_600_000 -> "91.6 MB"."""
+    if n is None:
+        return "?"
+    value = float(n)
+    if abs(value) < 1000:
+        return f"{int(value)} B"
+    for unit in _SI_UNITS[1:]:
+        value /= 1000.0
+        if abs(round(value, 1)) < 1000 or unit == _SI_UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float | None) -> str:
+    """Short duration for ETAs: "42s", "4m05s", "2h03m"."""
+    if seconds is None or seconds < 0 or not math.isfinite(seconds):
+        return "?"
+    s = math.ceil(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def compute_percent(bytes_done: int | None, bytes_total: int | None) -> float | None:
+    """Percent of bytes done, 0-100, rounded to 0.1; 100 for an empty total."""
+    if bytes_done is None or bytes_total is None:
+        return None
+    if bytes_total <= 0:
+        return 100.0
+    return round(min(100.0, max(0.0, bytes_done * 100.0 / bytes_total)), 1)
+
+
+def progress_summary(
+    *,
+    phase: str | None = None,
+    percent: float | None = None,
+    bytes_done: int | None = None,
+    bytes_total: int | None = None,
+    bytes_per_second: float | None = None,
+    eta_seconds: float | None = None,
+    nodes_ready: int | None = None,
+    nodes_total: int | None = None,
+) -> str:
+    """The one-line progress for ``status.progress.summary`` (the Progress printer column).
+
+    Examples: ``45% of 91.6 MB, 12.3 MB/s, ETA 4s``; ``100% of 91.6 MB``; ``Suspended at 45% of
+    91.6 MB``; ``1/3 nodes, 45% of 91.6 MB, ...``; ``Pending``. Percent is floored so a nearly done
+    download never reads 100%.
+    """
+    if percent is None:
+        percent = compute_percent(bytes_done, bytes_total)
+    parts: list[str] = []
+    if nodes_total is not None:
+        parts.append(f"{nodes_ready or 0}/{nodes_total} nodes")
+    if phase == "Ready" and bytes_total is not None:
+        parts.append(f"100% of {format_bytes(bytes_total)}")
+    elif percent is not None and bytes_total is not None:
+        shown = f"{math.floor(percent)}% of {format_bytes(bytes_total)}"
+        if phase in ("Suspended", "Failed"):
+            shown = f"{phase} at {shown}"
+        parts.append(shown)
+        if phase not in ("Suspended", "Failed", "Ready"):
+            if bytes_per_second is not None and bytes_per_second > 0:
+                parts.append(f"{format_bytes(bytes_per_second)}/s")
+            if eta_seconds is not None and percent < 100:
+                parts.append(f"ETA {format_duration(eta_seconds)}")
+    elif phase is not None:
+        parts.append(phase if phase != "Downloading" else "Resolving files")
+    return ", ".join(parts) if parts else (phase or "")
