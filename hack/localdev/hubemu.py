@@ -714,6 +714,7 @@ class HubEmulator:
                     f.write(chunk)
                     h256.update(chunk)
                     h1.update(chunk)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
