@@ -1,0 +1,116 @@
+"""Command line: `modeldepot fetch` (the Job entrypoint, also usable on a laptop) and `modeldepot operator`.
+
+Heavy or cluster-only modules (`kubernetes` through `modeldepot.kube`, kopf through
+`modeldepot.handlers`) are imported lazily so that `modeldepot fetch --to DIR` works anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from modeldepot import __version__
+from modeldepot.fetcher.progress import ProgressSink
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modeldepot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"modeldepot {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fetch = sub.add_parser("fetch", help="download a Hugging Face repository, verified, into a directory")
+    fetch.add_argument("repo", help="repository id, owner/name")
+    fetch.add_argument("--to", required=True, type=Path, help="published path P (a symlink is created there)")
+    fetch.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
+    fetch.add_argument("--repo-type", default="model", choices=["model", "dataset"])
+    fetch.add_argument("--include", action="append", default=[], metavar="GLOB", help="only matching files")
+    fetch.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip matching files")
+    fetch.add_argument("--endpoint", default=None, help="Hub endpoint or mirror (default: HF_ENDPOINT)")
+    fetch.add_argument("--concurrency", type=int, default=None, help="files in parallel (default: 8)")
+    fetch.add_argument(
+        "--root", type=Path, default=None, help="storage root (default: /data or --to's parent)"
+    )
+    fetch.add_argument(
+        "--report", default=None, metavar="NAMESPACE/NAME", help="patch progress into this ModelArtifact"
+    )
+    fetch.add_argument("--node", default=None, help="report under status.nodes.NODE (node-local storage)")
+    fetch.add_argument("--generation", type=int, default=None, help="spec generation being fetched")
+    fetch.add_argument("--termination-log", type=Path, default=None, help="where to write the JSON result")
+
+    sub.add_parser("operator", help="run the operator (kopf)")
+    return parser
+
+
+def _status_sink(report: str, node: str | None) -> ProgressSink:
+    """A ProgressSink patching the ModelArtifact's status (imports kubernetes only here)."""
+    from modeldepot.kube import patch_artifact_status
+
+    namespace, _, name = report.partition("/")
+    if not namespace or not name:
+        raise SystemExit(f"--report must be NAMESPACE/NAME, got {report!r}")
+
+    def sink(progress: dict[str, object], /) -> None:
+        body = {"nodes": {node: progress}} if node else {"progress": progress}
+        patch_artifact_status(namespace, name, {"status": body})
+
+    return sink
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from modeldepot.fetcher.run import EXIT_SIGINT, EXIT_SIGTERM, FetchRequest, run
+    from modeldepot.settings import FetchSettings
+
+    settings = FetchSettings()
+    if args.termination_log is not None:
+        settings = settings.model_copy(update={"termination_log": args.termination_log})
+    sink = _status_sink(args.report, args.node) if args.report else None
+    request = FetchRequest(
+        repo_id=args.repo,
+        target=args.to,
+        revision=args.revision,
+        repo_type=args.repo_type,
+        include=args.include,
+        exclude=args.exclude,
+        endpoint=args.endpoint,
+        concurrency=args.concurrency,
+        generation=args.generation,
+        root=args.root,
+    )
+    code = run(request, settings=settings, sink=sink, console=sys.stderr)
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if code in (EXIT_SIGTERM, EXIT_SIGINT) and stuck:
+        # Worker threads stuck in a read must not delay the exit past the pod's grace period.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from modeldepot.handlers import run_operator
+    from modeldepot.settings import OperatorSettings
+
+    run_operator(OperatorSettings())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "fetch":
+        return _fetch(args)
+    return _operator(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Progress accounting and rate-limited reporting for the fetcher.
+
+`ProgressTracker` counts bytes/files from any thread and derives a smoothed rate and ETA.
+`RateLimitedReporter` hands `ProgressTracker.snapshot()` dicts (the `status.progress` /
+`status.nodes.<node>` shape of docs/internals.md plus `summary`) to a `ProgressSink` at most every
+`interval` seconds from a background thread, and once more at the end. `ConsoleSink` renders the
+same dicts as a terminal bar (TTY) or plain lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TextIO
+
+from modeldepot.fetcher.manifest import utc_now_rfc3339
+
+log = logging.getLogger(__name__)
+
+Progress = dict[str, Any]
+
+
+class ProgressSink(Protocol):
+    """Receives progress dicts; must not raise for long (errors are logged and ignored)."""
+
+    def __call__(self, progress: Progress, /) -> None: ...
+
+
+def human_bytes(n: float) -> str:
+    """Decimal units like `hf download` and `du --si`: 91.6 MB."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def summarize(p: Progress) -> str:
+    """`42% 38.5 MB/91.6 MB 12.1 MB/s` (rate omitted when unknown or finished)."""
+    text = f"{p['percent']}% {human_bytes(p['bytesDone'])}/{human_bytes(p['bytesTotal'])}"
+    rate = p.get("bytesPerSecond") or 0
+    if rate > 0 and p.get("phase") == "Downloading":
+        text += f" {human_bytes(rate)}/s"
+    return text
+
+
+class ProgressTracker:
+    """Thread-safe counters plus an exponentially smoothed transfer rate.
+
+    `bytes_done` counts bytes that are in place and accounted for, including bytes that did not
+    need a transfer (already verified, hard-linked, resumed partial data). Only transferred bytes
+    feed the rate.
+    """
+
+    def __init__(
+        self,
+        *,
+        resolved_revision: str | None = None,
+        observed_generation: int | None = None,
+        smoothing_window: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._window = smoothing_window
+        self.phase = "Pending"
+        self.bytes_total = 0
+        self.files_total = 0
+        self.bytes_done = 0
+        self.files_done = 0
+        self.resolved_revision = resolved_revision
+        self.observed_generation = observed_generation
+        self.extra: dict[str, Any] = {}
+        self._transferred = 0
+        self._rate = 0.0
+        self._rate_known = False
+        self._last_t = clock()
+        self._last_transferred = 0
+
+    def plan(self, *, bytes_total: int, files_total: int) -> None:
+        with self._lock:
+            self.bytes_total = bytes_total
+            self.files_total = files_total
+
+    def add_bytes(self, n: int, *, transferred: bool = True) -> None:
+        with self._lock:
+            self.bytes_done += n
+            if transferred:
+                self._transferred += n
+
+    def file_done(self) -> None:
+        with self._lock:
+            self.files_done += 1
+
+    def _update_rate(self) -> None:
+        now = self._clock()
+        dt = now - self._last_t
+        if dt < 0.2:
+            return
+        inst = (self._transferred - self._last_transferred) / dt
+        if self._rate_known:
+            alpha = min(1.0, dt / self._window)
+            self._rate += alpha * (inst - self._rate)
+        else:
+            self._rate, self._rate_known = inst, True
+        self._last_t, self._last_transferred = now, self._transferred
+
+    def snapshot(self) -> Progress:
+        """The progress dict (docs/internals.md shape) plus `summary`."""
+        with self._lock:
+            self._update_rate()
+            total, done = self.bytes_total, self.bytes_done
+            if self.phase == "Ready":
+                percent = 100
+            elif total > 0:
+                percent = min(99, done * 100 // total)
+            else:
+                percent = 0
+            rate = max(0, round(self._rate))
+            p: Progress = {
+                "phase": self.phase,
+                "percent": percent,
+                "bytesDone": done,
+                "bytesTotal": total,
+                "filesDone": self.files_done,
+                "filesTotal": self.files_total,
+                "bytesPerSecond": rate if self.phase == "Downloading" else 0,
+            }
+            if self.phase == "Downloading" and rate > 0:
+                p["etaSeconds"] = max(0, total - done) // rate
+            elif self.phase == "Ready":
+                p["etaSeconds"] = 0
+            if self.resolved_revision:
+                p["resolvedRevision"] = self.resolved_revision
+            if self.observed_generation is not None:
+                p["observedGeneration"] = self.observed_generation
+            p["updatedAt"] = utc_now_rfc3339()
+            p.update(self.extra)
+        p["summary"] = summarize(p)
+        return p
+
+
+class RateLimitedReporter:
+    """Calls `sink(tracker.snapshot())` at most every `interval` s from a daemon thread, and in `close`.
+
+    Use as a context manager or call `start()` / `close()`. `report_now()` forces a report (still
+    respecting the interval unless `force=True`).
+    """
+
+    def __init__(
+        self,
+        tracker: ProgressTracker,
+        sink: ProgressSink,
+        *,
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tracker = tracker
+        self._sink = sink
+        self._interval = interval
+        self._clock = clock
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._thread: threading.Thread | None = None
+        self.calls = 0
+
+    def start(self) -> RateLimitedReporter:
+        self._thread = threading.Thread(target=self._loop, name="progress-reporter", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval / 4):
+            self.report_now()
+
+    def report_now(self, *, force: bool = False) -> bool:
+        """Report if the interval has passed since the last report (or `force`); True if reported."""
+        with self._lock:
+            now = self._clock()
+            if not force and self._last is not None and now - self._last < self._interval:
+                return False
+            self._last = now
+            snapshot = self._tracker.snapshot()
+            self.calls += 1
+            try:
+                self._sink(snapshot)
+            except Exception as exc:  # a failed status patch must never fail the download
+                log.warning("progress report failed: %s", exc)
+            return True
+
+    def close(self, *, final: bool = True) -> None:
+        """Stop the thread and send the final report."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if final:
+            self.report_now(force=True)
+
+    def __enter__(self) -> RateLimitedReporter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ConsoleSink:
+    """Renders progress on a stream: a redrawn bar on a TTY, one plain line per report otherwise."""
+
+    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None, width: int = 30) -> None:
+        self._stream = stream or sys.stderr
+        self.tty = self._stream.isatty() if tty is None else tty
+        self._width = width
+        self._drawn = False
+
+    def __call__(self, progress: Progress, /) -> None:
+        phase = progress["phase"]
+        files = f"{progress['filesDone']}/{progress['filesTotal']} files"
+        eta = progress.get("etaSeconds")
+        eta_text = f" eta {human_duration(eta)}" if eta and phase == "Downloading" else ""
+        if self.tty:
+            filled = self._width * progress["percent"] // 100
+            bar = "#" * filled + "-" * (self._width - filled)
+            line = f"\r[{bar}] {progress['summary']} {files}{eta_text}\x1b[K"
+            if phase != "Downloading":
+                line += "\n"
+            self._stream.write(line)
+            self._drawn = phase == "Downloading"
+        else:
+            self._stream.write(f"{phase.lower()}: {progress['summary']} {files}{eta_text}\n")
+        self._stream.flush()

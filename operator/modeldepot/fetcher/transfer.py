@@ -1,0 +1,375 @@
+"""Ranged, verified, resumable HTTP transfer of repository files into staging (httpx).
+
+Each file is written and hashed in the same pass: sha256 always, plus the git blob sha1
+(`b"blob <size>\\0" + content`) for non-LFS files, which the Hub identifies only by blob id. An
+existing partial file is hashed first and continued with `Range: bytes=N-`; if the server answers
+200 instead of 206 the file restarts from zero. Transient failures (connection errors, 5xx, 429)
+are retried with exponential backoff, continuing from the bytes already written. Files run in a
+bounded thread pool over one shared connection pool.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import errno
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from modeldepot import errors
+
+log = logging.getLogger(__name__)
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True)
+class TransferItem:
+    """One file to bring into `dest`, and what it must hash to."""
+
+    path: str
+    url: str
+    dest: Path
+    size: int
+    blob_id: str
+    sha256: str | None
+    """Expected sha256 (LFS files); None: verify against `blob_id`."""
+
+
+@dataclass(frozen=True)
+class VerifiedFile:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(self.backoff_max, max(0.0, retry_after))
+        return float(min(self.backoff_max, self.backoff_base * 2**attempt) * (0.5 + random.random() / 2))
+
+
+class _Transient(Exception):
+    """A retryable failure of one attempt; `error` is what to raise when retries run out."""
+
+    def __init__(self, error: errors.ModelDepotError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class _Restart(Exception):
+    """The server ignored our Range; start the file over."""
+
+
+class _Hashers:
+    def __init__(self, item: TransferItem) -> None:
+        self.sha256 = hashlib.sha256()
+        self.sha1: Any = None
+        if item.sha256 is None:
+            self.sha1 = hashlib.sha1(usedforsecurity=False)
+            self.sha1.update(b"blob %d\0" % item.size)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.sha256.update(data)
+        if self.sha1 is not None:
+            self.sha1.update(data)
+
+
+def git_blob_id(data: bytes) -> str:
+    """The git object id of a blob with this content."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _status_error(item: TransferItem, response: httpx.Response) -> Exception:
+    """The error for a non-success response: `_Transient` for retryable statuses."""
+    status = response.status_code
+    code = response.headers.get("x-error-code", "")
+    where = f"{item.path} (HTTP {status})"
+    if status == 429 or status >= 500:
+        return _Transient(
+            errors.HubUnavailableError(f"the Hub failed to serve {where}"), _retry_after(response)
+        )
+    if status in (401, 403) or code == "GatedRepo":
+        return errors.UnauthorizedError(f"the Hub refused access to {where}")
+    if code == "RepoNotFound":
+        return errors.RepoNotFoundError(f"repository not found while downloading {where}")
+    if code == "RevisionNotFound":
+        return errors.RevisionNotFoundError(f"revision not found while downloading {where}")
+    if status == 404:
+        return errors.EntryNotFoundError(f"file not found on the Hub: {where}")
+    return errors.DownloadFailedError(f"unexpected response for {where}")
+
+
+def _write(fh: IO[bytes], data: bytes, item: TransferItem) -> None:
+    try:
+        fh.write(data)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise errors.InsufficientStorageError(f"no space left while writing {item.path}") from None
+        raise
+
+
+class Transfer:
+    """Downloads `TransferItem`s concurrently.
+
+    Progress: `on_bytes(n)` for bytes received, `on_adjust(n)` for bytes that count as done without
+    a transfer (resumed partial data) or no longer count (negative: a restarted file), `on_file`
+    for each verified file.
+    """
+
+    def __init__(
+        self,
+        *,
+        headers: dict[str, str],
+        concurrency: int = 8,
+        chunk_size: int = 4 * 1024 * 1024,
+        retry: RetryPolicy | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        cancel: threading.Event | None = None,
+        on_bytes: Callable[[int], None] = lambda n: None,
+        on_adjust: Callable[[int], None] = lambda n: None,
+        on_file: Callable[[VerifiedFile], None] = lambda f: None,
+        stop_grace: float = 5.0,
+    ) -> None:
+        self._concurrency = concurrency
+        self._chunk = chunk_size
+        self._retry = retry or RetryPolicy()
+        self.cancel = cancel or threading.Event()
+        self._abort = threading.Event()
+        self._on_bytes = on_bytes
+        self._on_adjust = on_adjust
+        self._on_file = on_file
+        self._stop_grace = stop_grace
+        self._client = httpx.Client(
+            headers=headers,
+            follow_redirects=True,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=None),
+            limits=httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Transfer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _stopping(self) -> bool:
+        return self.cancel.is_set() or self._abort.is_set()
+
+    def _check_stop(self) -> None:
+        if self._stopping():
+            raise errors.InterruptedFetchError("stop requested; partial data kept for resume")
+
+    # -- one file -------------------------------------------------------------------------------
+
+    def fetch(self, item: TransferItem) -> VerifiedFile:
+        """Bring one file into `item.dest`, resuming a partial file; verify it."""
+        item.dest.parent.mkdir(parents=True, exist_ok=True)
+        state = self._open_partial(item)
+        resumed = state.offset > 0
+        self._on_adjust(state.offset)
+        self._download(state)
+        result = state.verified()
+        if result is None and resumed:
+            # The partial bytes may be what is wrong (e.g. from another revision): retry from zero.
+            log.warning("%s: resumed data did not verify; downloading it again from zero", item.path)
+            self._on_adjust(-item.size)
+            state = _FileState(item)
+            self._download(state)
+            result = state.verified()
+        if result is None:
+            item.dest.unlink(missing_ok=True)
+            self._on_adjust(-item.size)
+            expected = f"sha256 {item.sha256}" if item.sha256 else f"git blob id {item.blob_id}"
+            raise errors.ChecksumMismatchError(
+                f"{item.path}: downloaded bytes do not match the Hub's {expected}"
+            )
+        self._on_file(result)
+        return result
+
+    def _open_partial(self, item: TransferItem) -> _FileState:
+        """Hash the bytes already in `dest` (dropping them if they cannot be a prefix)."""
+        state = _FileState(item)
+        try:
+            have = item.dest.stat().st_size
+        except FileNotFoundError:
+            return state
+        if have > item.size:
+            return state
+        with item.dest.open("rb", buffering=0) as fh:
+            while state.offset < have:
+                self._check_stop()
+                chunk = fh.read(min(self._chunk, have - state.offset))
+                if not chunk:
+                    break
+                state.hashers.update(chunk)
+                state.offset += len(chunk)
+        if state.offset:
+            log.info("%s: resuming at byte %d of %d", item.path, state.offset, item.size)
+        return state
+
+    def _download(self, state: _FileState) -> None:
+        item = state.item
+        if item.size == 0 or state.offset == 0:
+            # Creates (or truncates) the staging file even for empty files, which need no request.
+            with item.dest.open("wb"):
+                pass
+        attempt = 0
+        while state.offset < item.size:
+            self._check_stop()
+            start = state.offset
+            try:
+                self._stream(state)
+            except _Restart:
+                log.warning("%s: the server ignored the Range request; restarting the file", item.path)
+                self._on_adjust(-state.offset)
+                state.reset()
+                attempt += 1
+                if attempt > self._retry.max_retries:
+                    raise errors.DownloadFailedError(
+                        f"{item.path}: cannot resume (Range not honoured)"
+                    ) from None
+            except _Transient as exc:
+                if state.offset > start:
+                    attempt = 0
+                if attempt >= self._retry.max_retries:
+                    raise exc.error from None
+                delay = self._retry.delay(attempt, exc.retry_after)
+                log.warning("%s: %s; retry %d in %.1fs", item.path, exc, attempt + 1, delay)
+                attempt += 1
+                self.cancel.wait(delay)
+
+    def _stream(self, state: _FileState) -> None:
+        """One GET from `state.offset` to the end. Raises `_Transient` / `_Restart` / permanent errors."""
+        item = state.item
+        offset = state.offset
+        headers = {"range": f"bytes={offset}-"} if offset else {}
+        try:
+            with self._client.stream("GET", item.url, headers=headers) as response:
+                status = response.status_code
+                if offset and (
+                    status in (200, 416)
+                    or (
+                        status == 206
+                        and not response.headers.get("content-range", "").startswith(f"bytes {offset}-")
+                    )
+                ):
+                    raise _Restart()
+                if status not in (200, 206):
+                    raise _status_error(item, response)
+                with item.dest.open("r+b" if offset else "wb", buffering=0) as fh:
+                    fh.seek(offset)
+                    fh.truncate()
+                    for chunk in response.iter_raw(self._chunk):
+                        if self._stopping():
+                            self._check_stop()
+                        if state.offset + len(chunk) > item.size:
+                            raise errors.ChecksumMismatchError(
+                                f"{item.path}: the Hub sent more than the listed {item.size} bytes"
+                            )
+                        _write(fh, chunk, item)
+                        state.hashers.update(chunk)
+                        state.offset += len(chunk)
+                        self._on_bytes(len(chunk))
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            kind = (
+                errors.HubUnavailableError
+                if isinstance(exc, httpx.ConnectError)
+                else errors.DownloadFailedError
+            )
+            raise _Transient(kind(f"{item.path}: {type(exc).__name__}: {exc}")) from None
+        if state.offset < item.size:
+            raise _Transient(
+                errors.DownloadFailedError(f"{item.path}: connection closed at byte {state.offset}")
+            )
+
+    # -- many files -----------------------------------------------------------------------------
+
+    def fetch_all(self, items: Sequence[TransferItem]) -> list[VerifiedFile]:
+        """Fetch all items with `concurrency` workers, largest first; the first failure stops the rest."""
+        ordered = sorted(items, key=lambda i: -i.size)
+        results: list[VerifiedFile] = []
+        first_error: BaseException | None = None
+        pool = cf.ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="fetch")
+        try:
+            pending = {pool.submit(self.fetch, item) for item in ordered}
+            deadline: float | None = None
+            while pending:
+                done, pending = cf.wait(pending, timeout=0.25, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    exc = fut.exception()
+                    if exc is None:
+                        results.append(fut.result())
+                    elif first_error is None or (
+                        isinstance(first_error, errors.InterruptedFetchError)
+                        and not isinstance(exc, errors.InterruptedFetchError)
+                    ):
+                        # Prefer the root cause over the interruptions it caused in other workers.
+                        first_error = exc
+                if (first_error is not None or self.cancel.is_set()) and not self._abort.is_set():
+                    self._abort.set()
+                    for fut in pending:
+                        fut.cancel()
+                    deadline = time.monotonic() + self._stop_grace
+                if deadline is not None and time.monotonic() > deadline:
+                    log.warning(
+                        "%d transfers did not stop within %.0fs; leaving them", len(pending), self._stop_grace
+                    )
+                    break
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self.cancel.is_set():
+            raise errors.InterruptedFetchError("stop requested; partial data kept for resume")
+        if first_error is not None:
+            raise first_error
+        return results
+
+
+class _FileState:
+    """Bytes of one file written and hashed so far."""
+
+    def __init__(self, item: TransferItem) -> None:
+        self.item = item
+        self.offset = 0
+        self.hashers = _Hashers(item)
+
+    def reset(self) -> None:
+        self.offset = 0
+        self.hashers = _Hashers(self.item)
+
+    def verified(self) -> VerifiedFile | None:
+        if self.offset != self.item.size:
+            return None
+        sha256 = self.hashers.sha256.hexdigest()
+        if self.item.sha256 is not None:
+            ok = sha256 == self.item.sha256.lower()
+        else:
+            ok = self.hashers.sha1 is not None and self.hashers.sha1.hexdigest() == self.item.blob_id.lower()
+        return VerifiedFile(self.item.path, self.item.size, sha256) if ok else None

@@ -1,0 +1,50 @@
+"""Runtime settings read from the environment (pydantic-settings, prefix `MODELDEPOT_`).
+
+`OperatorSettings` configures the kopf operator; `FetchSettings` tunes the fetcher (`modeldepot
+fetch`). Command-line flags override the fetcher settings where both exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Settings of `modeldepot operator`."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELDEPOT_", extra="ignore")
+
+    namespaces: list[str] = Field(default_factory=list)
+    fetcher_image: str = "ghcr.io/modeldepot/modeldepot:0.1.0"
+    metrics_port: int = 8080
+    health_port: int = 8081
+
+
+class FetchSettings(BaseSettings):
+    """Settings of `modeldepot fetch` (env `MODELDEPOT_<FIELD>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELDEPOT_", extra="ignore")
+
+    concurrency: int = Field(default=8, ge=1, le=64)
+    """Files downloaded in parallel."""
+    chunk_size: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    """Bytes per read/hash/write step."""
+    report_interval: float = Field(default=2.0, gt=0)
+    """Minimum seconds between two status progress reports."""
+    log_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two plain progress lines when stderr is not a terminal."""
+    termination_log: Path = Path("/dev/termination-log")
+    """Where the JSON result is written (the pod's terminationMessagePath); ignored if unwritable."""
+    storage_root: Path | None = None
+    """Storage root holding `.modeldepot/`; default: `/data` if the target is under it, else its parent."""
+    max_retries: int = Field(default=6, ge=0)
+    """In-process retries of a transient error per file (and per Hub API call)."""
+    backoff_base: float = Field(default=0.5, gt=0)
+    backoff_max: float = Field(default=20.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    stop_grace: float = Field(default=5.0, ge=0)
+    """Seconds to wait for in-flight transfers to notice a stop request before giving up on them."""
