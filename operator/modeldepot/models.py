@@ -95,9 +95,7 @@ class ClaimTemplate(_Model):
 
     storage_class_name: str | None = None
     size: int | str
-    access_modes: list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
-        default_factory=lambda: ["ReadWriteOnce"]
-    )
+    access_modes: list[AccessMode] = Field(default_factory=_default_access_modes)
 
 
 class PersistentVolumeClaimStorage(_Model):
