@@ -142,8 +142,7 @@ def test_token_is_never_a_literal() -> None:
 
 
 def test_no_token_no_endpoint() -> None:
-    body_spec = {"source": {"huggingFace": {"repo": "a/b"}}}
-    a = artifact(**body_spec)
+    a = artifact(source={"huggingFace": {"repo": "a/b"}})
     job = builders.fetch_job(a, node=None, image=IMAGE)
     names = {e["name"] for e in container(job)["env"]}
     assert "HF_TOKEN" not in names and "HF_ENDPOINT" not in names
