@@ -361,6 +361,8 @@ class HubEmulator:
         self._faults: list[_Fault] = []
         self._corruptions: dict[tuple[str, str, str], list[_Corruption]] = {}
         self._log: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_limit)
+        self._inflight: set[int] = set()
+        self._log_done = threading.Condition(self._lock)
         self._meta_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -583,8 +585,14 @@ class HubEmulator:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Request log (oldest first): time, method, path, query, range, status, bytes, auth, repo, file."""
-        with self._lock:
+        """Request log (oldest first): time, method, path, query, range, status, bytes, auth, repo, file.
+
+        Waits (up to 2 s) for requests already being handled to finish, so that a response the
+        caller has just received is logged with its final status and byte count.
+        """
+        with self._log_done:
+            pending = set(self._inflight)
+            self._log_done.wait_for(lambda: not (pending & self._inflight), timeout=2.0)
             return [dict(r) for r in self._log]
 
     def clear_requests(self) -> None:
@@ -638,9 +646,17 @@ class HubEmulator:
         with self._lock:
             return [b for k, b in self._buckets.items() if k is None or k == repo_key]
 
-    def _record(self, entry: dict[str, Any]) -> None:
+    def _begin_request(self, entry: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self._log.append(entry)
+            self._inflight.add(id(entry))
+        return entry
+
+    def _end_request(self, entry: dict[str, Any], **done: Any) -> None:
+        with self._log_done:
+            entry.update(done)
+            self._inflight.discard(id(entry))
+            self._log_done.notify_all()
         if self.verbose:
             print(
                 f"hubemu: {entry['method']} {entry['path']} range={entry['range']} -> {entry['status']}"
@@ -876,6 +892,23 @@ class _Handler(BaseHTTPRequestHandler):
             _CONTROL_PREFIX + "/cdn/"
         )
         body = self._read_body()
+        entry: dict[str, Any] | None = None
+        if not control:
+            entry = self.emu._begin_request(
+                {
+                    "time": time.time(),
+                    "method": method,
+                    "path": url_path,
+                    "query": split.query,
+                    "range": self.headers.get("Range"),
+                    "status": 0,
+                    "bytes": 0,
+                    "auth": self.headers.get("Authorization") is not None,
+                    "repo": None,
+                    "file": None,
+                    "duration": None,
+                }
+            )
         try:
             if control:
                 self._control(method, split.path[len(_CONTROL_PREFIX) :], body)
@@ -890,21 +923,14 @@ class _Handler(BaseHTTPRequestHandler):
             if self._status == 0:
                 self._send_error(method, _HttpError(500, f"emulator error: {exc!r}"))
             print(f"hubemu: error serving {method} {self.path}: {exc!r}", file=sys.stderr)
-        if not control:
-            self.emu._record(
-                {
-                    "time": time.time(),
-                    "method": method,
-                    "path": url_path,
-                    "query": split.query,
-                    "range": self.headers.get("Range"),
-                    "status": self._status,
-                    "bytes": self._sent,
-                    "auth": self.headers.get("Authorization") is not None,
-                    "repo": self._repo,
-                    "file": self._file,
-                    "duration": round(time.monotonic() - started, 6),
-                }
+        if entry is not None:
+            self.emu._end_request(
+                entry,
+                status=self._status,
+                bytes=self._sent,
+                repo=self._repo,
+                file=self._file,
+                duration=round(time.monotonic() - started, 6),
             )
 
     def _read_body(self) -> bytes:

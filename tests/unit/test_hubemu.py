@@ -1,0 +1,487 @@
+"""Tests of the Hub emulator (hack/localdev/hubemu.py) driven by the real huggingface_hub client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+from localdev.hubemu import MINILM_REPO_ID, HubEmulator, minilm_dir
+
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def small_repo() -> dict[str, bytes]:
+    return {
+        "config.json": b'{"hidden_size": 8}\n',
+        "README.md": b"# tiny\n",
+        "weights/model.safetensors": os.urandom(300_000),
+        "weights/extra.dat": os.urandom(5000),
+    }
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubEmulator]:
+    with HubEmulator(cache_dir=tmp_path / "emu-cache", lfs_threshold=1 << 20) as emu:
+        yield emu
+
+
+@pytest.fixture
+def hf_env(tmp_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for subprocesses; in-process calls pass endpoint/cache_dir/token explicitly."""
+    env = {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return env
+
+
+def test_model_info_resolves_branches_tags_and_old_commits(hub: HubEmulator) -> None:
+    first = hub.add_repo_from_files("org/model", {"a.txt": b"one"})
+    hub.add_tag("org/model", "v1")
+    second = hub.add_repo_from_files("org/model", {"a.txt": b"two", "b.txt": b"new"})
+    api = HfApi(endpoint=hub.url, token=False)
+
+    assert len(first) == 40 and first != second
+    assert api.model_info("org/model").sha == second
+    assert api.model_info("org/model", revision="main").sha == second
+    assert api.model_info("org/model", revision="v1").sha == first
+    old = api.model_info("org/model", revision=first, files_metadata=True)
+    assert old.sha == first
+    assert [s.rfilename for s in old.siblings or []] == ["a.txt"]
+    assert (old.siblings or [])[0].blob_id == git_blob_id(b"one")
+
+    hub.set_branch("org/model", "main", first)
+    assert api.model_info("org/model").sha == first
+    refs = api.list_repo_refs("org/model")
+    assert {(b.name, b.target_commit) for b in refs.branches} == {("main", first)}
+    assert {(t.name, t.target_commit) for t in refs.tags} == {("v1", first)}
+    commits = api.list_repo_commits("org/model", revision=second)
+    assert [c.commit_id for c in commits] == [second, first]
+
+
+def test_commit_sha_is_deterministic(tmp_path: Path) -> None:
+    shas = []
+    for i in range(2):
+        emu = HubEmulator(cache_dir=tmp_path / f"c{i}")
+        shas.append(emu.add_repo_from_files("org/x", {"f": b"same"}))
+    assert shas[0] == shas[1]
+    other = HubEmulator(cache_dir=tmp_path / "c2").add_repo_from_files("org/x", {"f": b"different"})
+    assert other != shas[0]
+
+
+def test_list_repo_tree_reports_sizes_blob_ids_and_lfs(tmp_path: Path) -> None:
+    files = small_repo()
+    with HubEmulator(cache_dir=tmp_path / "cache", lfs_threshold=1 << 20, tree_page_size=2) as hub:
+        commit = hub.add_repo_from_files("org/tree", files)
+        api = HfApi(endpoint=hub.url, token=False)
+
+        entries = list(api.list_repo_tree("org/tree", recursive=True, revision=commit))
+        by_path = {e.path: e for e in entries}
+        assert {p for p, e in by_path.items() if isinstance(e, RepoFolder)} == {"weights"}
+        repo_files = {p: e for p, e in by_path.items() if isinstance(e, RepoFile)}
+        assert set(repo_files) == set(files)
+        for path, data in files.items():
+            entry = repo_files[path]
+            assert entry.size == len(data)
+            if path.endswith(".safetensors"):
+                assert entry.lfs is not None
+                assert entry.lfs.sha256 == sha256(data)
+                assert entry.lfs.size == len(data)
+                spec = "version https://git-lfs.github.com/spec/v1"
+                pointer = f"{spec}\noid sha256:{sha256(data)}\nsize {len(data)}\n"
+                assert entry.lfs.pointer_size == len(pointer)
+                # like the Hub: the git oid of an LFS file is the one of its pointer
+                assert entry.blob_id == git_blob_id(pointer.encode())
+            else:
+                assert entry.lfs is None
+                assert entry.blob_id == git_blob_id(data)
+        # several pages were followed (page size 2)
+        tree_calls = [r for r in hub.requests if "/tree/" in r["path"]]
+        assert len(tree_calls) == 3
+
+        top = {e.path for e in api.list_repo_tree("org/tree", revision=commit)}
+        assert top == {"config.json", "README.md", "weights"}
+        sub = {e.path for e in api.list_repo_tree("org/tree", path_in_repo="weights")}
+        assert sub == {"weights/model.safetensors", "weights/extra.dat"}
+
+        info = api.get_paths_info("org/tree", ["config.json", "weights", "nope.txt"])
+        assert {type(i).__name__: i.path for i in info} == {
+            "RepoFile": "config.json",
+            "RepoFolder": "weights",
+        }
+
+
+def test_downloads_are_byte_identical_for_models_and_datasets(hub: HubEmulator, tmp_path: Path) -> None:
+    files = small_repo()
+    commit = hub.add_repo_from_files("org/data", files, repo_type="dataset")
+    hub.add_repo_from_files("gpt-legacy", {"vocab.txt": b"a\nb\n"})  # un-namespaced repo id
+
+    path = hf_hub_download(
+        "org/data",
+        "weights/model.safetensors",
+        repo_type="dataset",
+        endpoint=hub.url,
+        cache_dir=tmp_path / "c",
+        token=False,
+    )
+    assert Path(path).read_bytes() == files["weights/model.safetensors"]
+    assert f"/snapshots/{commit}/" in path
+
+    out = Path(
+        snapshot_download(
+            "org/data", repo_type="dataset", endpoint=hub.url, local_dir=tmp_path / "snap", token=False
+        )
+    )
+    for name, data in files.items():
+        assert (out / name).read_bytes() == data
+    legacy = hf_hub_download(
+        "gpt-legacy", "vocab.txt", endpoint=hub.url, cache_dir=tmp_path / "c", token=False
+    )
+    assert Path(legacy).read_bytes() == b"a\nb\n"
+    prefixes = ("/api/datasets/", "/datasets/", "/api/models/gpt-legacy", "/gpt-legacy/")
+    assert all(r["path"].startswith(prefixes) for r in hub.requests)
+
+
+def test_minilm_snapshot_matches_known_sha256(hub: HubEmulator, tmp_path: Path) -> None:
+    src = minilm_dir()
+    if not (src / "model.safetensors").is_file():
+        pytest.skip(f"MiniLM files not installed in {src}")
+    commit = hub.add_repo_from_dir(MINILM_REPO_ID, src)
+    out = Path(snapshot_download(MINILM_REPO_ID, endpoint=hub.url, local_dir=tmp_path / "m", token=False))
+    assert sha256((out / "model.safetensors").read_bytes()) == MINILM_SHA256
+    expected = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+    got = sorted(
+        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".cache" not in p.parts
+    )
+    assert got == expected and len(expected) == 13
+    tree = {
+        e.path: e for e in HfApi(endpoint=hub.url, token=False).list_repo_tree(MINILM_REPO_ID, recursive=True)
+    }
+    weights = tree["model.safetensors"]
+    assert isinstance(weights, RepoFile) and weights.lfs is not None and weights.lfs.sha256 == MINILM_SHA256
+    assert hub.repo_files(MINILM_REPO_ID)["model.safetensors"]["sha256"] == MINILM_SHA256
+    assert len(commit) == 40
+
+
+def test_resolve_headers_and_ranges(hub: HubEmulator) -> None:
+    data = os.urandom(100_000)
+    commit = hub.add_repo_from_files("org/r", {"w.safetensors": data, "small.txt": b"hello"})
+    url = f"{hub.url}/org/r/resolve/main/w.safetensors"
+    with httpx.Client() as client:
+        head = client.head(url)
+        assert head.status_code == 200
+        assert head.headers["X-Repo-Commit"] == commit
+        assert head.headers["ETag"] == f'"{sha256(data)}"'
+        assert head.headers["X-Linked-Etag"] == f'"{sha256(data)}"'
+        assert head.headers["X-Linked-Size"] == str(len(data))
+        assert head.headers["Content-Length"] == str(len(data))
+        assert head.headers["Accept-Ranges"] == "bytes"
+        assert not any(k.lower().startswith("x-xet") for k in head.headers)
+
+        r = client.get(url, headers={"Range": "bytes=10-19"})
+        assert r.status_code == 206 and r.content == data[10:20]
+        assert r.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+        r = client.get(url, headers={"Range": "bytes=99990-"})
+        assert r.status_code == 206 and r.content == data[99990:]
+        r = client.get(url, headers={"Range": "bytes=-5"})
+        assert r.status_code == 206 and r.content == data[-5:]
+        r = client.get(url, headers={"Range": f"bytes={len(data)}-"})
+        assert r.status_code == 416 and r.headers["Content-Range"] == f"bytes */{len(data)}"
+        assert client.get(url).content == data
+
+        small = client.head(f"{hub.url}/org/r/resolve/{commit}/small.txt")
+        assert small.headers["ETag"] == f'"{git_blob_id(b"hello")}"'
+        assert "X-Linked-Etag" not in small.headers
+
+
+def test_errors_map_to_huggingface_hub_exceptions(hub: HubEmulator, tmp_path: Path) -> None:
+    hub.add_repo_from_files("org/e", {"a.txt": b"a"})
+    api = HfApi(endpoint=hub.url, token=False)
+    cache = tmp_path / "c"
+
+    with pytest.raises(RepositoryNotFoundError) as repo_err:
+        api.model_info("org/missing")
+    assert not isinstance(repo_err.value, GatedRepoError)
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("org/missing", "a.txt", endpoint=hub.url, cache_dir=cache, token=False)
+    with pytest.raises(RepositoryNotFoundError):
+        api.repo_info("org/e", repo_type="dataset")  # wrong repo type
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("org/e", revision="nope")
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download("org/e", "a.txt", revision="0" * 40, endpoint=hub.url, cache_dir=cache, token=False)
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download("org/e", "missing.txt", endpoint=hub.url, cache_dir=cache, token=False)
+    with pytest.raises(RevisionNotFoundError):
+        list(api.list_repo_tree("org/e", revision="nope"))
+
+
+def test_gated_and_private_repos(hub: HubEmulator, tmp_path: Path) -> None:
+    hub.add_repo_from_files("org/gated", {"w.bin": b"secret weights"}, token="hf_right")
+    hub.add_repo_from_files("org/private", {"w.bin": b"x"}, token="hf_right", private=True)
+    cache = tmp_path / "c"
+
+    with pytest.raises(GatedRepoError):
+        hf_hub_download("org/gated", "w.bin", token=False, endpoint=hub.url, cache_dir=cache)
+    with pytest.raises(GatedRepoError):
+        hf_hub_download("org/gated", "w.bin", token="hf_wrong", endpoint=hub.url, cache_dir=cache)
+    statuses = [r["status"] for r in hub.requests if r["file"] == "w.bin"]
+    assert statuses == [401, 403]
+    path = hf_hub_download("org/gated", "w.bin", token="hf_right", endpoint=hub.url, cache_dir=cache)
+    assert Path(path).read_bytes() == b"secret weights"
+    # like the Hub: a gated repo's metadata is public
+    assert HfApi(endpoint=hub.url, token=False).model_info("org/gated").gated == "manual"
+
+    with pytest.raises(RepositoryNotFoundError) as err:
+        HfApi(endpoint=hub.url, token=False).model_info("org/private")
+    assert not isinstance(err.value, GatedRepoError)
+    assert HfApi(endpoint=hub.url, token="hf_right").model_info("org/private").private is True
+
+
+def test_corrupt_flips_one_served_byte_but_keeps_hashes(hub: HubEmulator, tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    hub.add_repo_from_files("org/c", {"w.safetensors": data})
+    hub.corrupt("org/c", "w.safetensors", offset=12345)
+    url = f"{hub.url}/org/c/resolve/main/w.safetensors"
+    with httpx.Client() as client:
+        served = client.get(url).content
+        assert client.head(url).headers["ETag"] == f'"{sha256(data)}"'
+        assert client.get(url, headers={"Range": "bytes=12340-12349"}).content[5] == data[12345] ^ 0xFF
+    assert len(served) == len(data) and served != data
+    assert [i for i in range(len(data)) if served[i] != data[i]] == [12345]
+
+    hub.clear_corruptions()
+    path = hf_hub_download("org/c", "w.safetensors", endpoint=hub.url, cache_dir=tmp_path / "c", token=False)
+    assert Path(path).read_bytes() == data
+
+    hub.corrupt("org/c", "w.safetensors", offset=0, count=1)  # only the next response
+    with httpx.Client() as client:
+        assert client.get(url).content[0] == data[0] ^ 0xFF
+        assert client.get(url).content == data
+
+
+def test_throttle_limits_rate_globally_and_per_repo(hub: HubEmulator) -> None:
+    data = os.urandom(1_000_000)
+    hub.add_repo_from_files("org/slow", {"w.bin": data})
+    hub.add_repo_from_files("org/fast", {"w.bin": data})
+    hub.set_throttle(1_000_000, repo_id="org/slow")
+    with httpx.Client() as client:
+        started = time.monotonic()
+        assert client.get(f"{hub.url}/org/slow/resolve/main/w.bin").content == data
+        slow = time.monotonic() - started
+        started = time.monotonic()
+        assert client.get(f"{hub.url}/org/fast/resolve/main/w.bin").content == data
+        fast = time.monotonic() - started
+    assert slow >= 0.75, slow
+    assert fast < 0.5, fast
+
+    hub.set_throttle(None, repo_id="org/slow")
+    hub.set_throttle(2_000_000)  # global, shared by connections
+    with httpx.Client() as client:
+        started = time.monotonic()
+        client.get(f"{hub.url}/org/fast/resolve/main/w.bin", headers={"Range": "bytes=0-999999"})
+        assert time.monotonic() - started >= 0.35
+
+
+def test_request_log_records_range_and_never_the_token(hub: HubEmulator) -> None:
+    hub.add_repo_from_files("org/log", {"w.bin": b"0123456789"}, token="hf_topsecret_value")
+    url = f"{hub.url}/org/log/resolve/main/w.bin"
+    with httpx.Client() as client:
+        r = client.get(url, headers={"Range": "bytes=2-5", "Authorization": "Bearer hf_topsecret_value"})
+        assert r.content == b"2345"
+        client.get(url)  # no token -> gated
+        http_log = client.get(f"{hub.url}/_emulator/requests").json()
+
+    log = hub.requests
+    assert http_log == log
+    assert [(e["method"], e["range"], e["status"], e["bytes"], e["auth"]) for e in log] == [
+        ("GET", "bytes=2-5", 206, 4, True),
+        ("GET", None, 401, log[1]["bytes"], False),
+    ]
+    assert log[0]["path"] == "/org/log/resolve/main/w.bin" and log[0]["file"] == "w.bin"
+    assert "hf_topsecret_value" not in json.dumps(log)
+
+    hub.clear_requests()
+    assert hub.requests == []
+
+
+def test_fail_next_and_truncate_next(hub: HubEmulator) -> None:
+    data = os.urandom(50_000)
+    hub.add_repo_from_files("org/f", {"w.bin": data, "other.bin": b"ok"})
+    hub.fail_next("w.bin", 2, status=500)
+    url = f"{hub.url}/org/f/resolve/main/w.bin"
+    with httpx.Client() as client:
+        assert client.get(f"{hub.url}/org/f/resolve/main/other.bin").status_code == 200
+        assert client.get(url).status_code == 500
+        assert client.head(url).status_code == 500
+        assert client.get(url).status_code == 200
+
+        hub.fail_next("/api/models/org/f", 1, status=503)
+        assert client.get(f"{hub.url}/api/models/org/f").status_code == 503
+        assert client.get(f"{hub.url}/api/models/org/f").status_code == 200
+
+    hub.truncate_next("w.bin", after_bytes=1000)
+    with httpx.Client() as client, pytest.raises(httpx.RemoteProtocolError):
+        client.get(url)
+    assert hub.requests[-1]["bytes"] == 1000
+    with httpx.Client() as client:
+        assert client.get(url, headers={"Range": "bytes=1000-"}).content == data[1000:]
+
+
+def test_control_http_api(hub: HubEmulator) -> None:
+    first = hub.add_repo_from_files("org/ctl", {"w.bin": b"abcdef"})
+    second = hub.add_repo_from_files("org/ctl", {"w.bin": b"ABCDEF"})
+    ctl = f"{hub.url}/_emulator"
+    url = f"{hub.url}/org/ctl/resolve/main/w.bin"
+    with httpx.Client() as client:
+        assert client.get(f"{ctl}/health").json() == {"ok": True}
+        assert client.post(
+            f"{ctl}/corrupt", json={"repo": "org/ctl", "path": "w.bin", "offset": 1}
+        ).is_success
+        assert client.get(url).content == bytes([ord("A"), ord("B") ^ 0xFF]) + b"CDEF"
+        assert client.delete(f"{ctl}/corrupt").is_success
+        assert client.post(f"{ctl}/fail", json={"path": "w.bin", "status": 503}).is_success
+        assert client.get(url).status_code == 503
+        r = client.post(f"{ctl}/branches", json={"repo": "org/ctl", "name": "main", "revision": first})
+        assert r.json() == {"commit": first}
+        assert client.post(
+            f"{ctl}/tags", json={"repo": "org/ctl", "name": "v2", "revision": second}
+        ).is_success
+        assert client.get(url).content == b"abcdef"
+        assert client.get(f"{hub.url}/org/ctl/resolve/v2/w.bin").content == b"ABCDEF"
+        assert client.post(f"{ctl}/throttle", json={"bps": 100}).is_success
+        assert client.post(f"{ctl}/reset").is_success
+        assert client.get(url).content == b"abcdef"
+        repos = client.get(f"{ctl}/repos").json()
+        assert repos[0]["id"] == "org/ctl" and {t["name"] for t in repos[0]["tags"]} == {"v2"}
+        assert client.post(f"{ctl}/corrupt", json={"path": "x"}).status_code == 400
+        log = client.get(f"{ctl}/requests").json()
+    assert all(not e["path"].startswith("/_emulator") for e in log)
+
+
+def test_lfs_redirect_goes_to_another_origin_without_token(hub: HubEmulator, tmp_path: Path) -> None:
+    data = os.urandom(64_000)
+    hub.lfs_redirect = True
+    hub.add_repo_from_files("org/cdn", {"w.safetensors": data, "c.json": b"{}"}, token="tok")
+    out = Path(snapshot_download("org/cdn", endpoint=hub.url, local_dir=tmp_path / "o", token="tok"))
+    assert (out / "w.safetensors").read_bytes() == data
+    statuses = {
+        (r["method"], r["path"].split("/")[1], r["status"], r["auth"]) for r in hub.requests if r["file"]
+    }
+    assert ("HEAD", "org", 302, True) in statuses
+    assert ("GET", "_emulator", 200, False) in statuses  # the CDN GET carries no token
+
+
+def test_hf_cli_downloads_from_emulator(hub: HubEmulator, hf_env: dict[str, str], tmp_path: Path) -> None:
+    files = small_repo()
+    hub.add_repo_from_files("org/cli", files)
+    dest = tmp_path / "cli-out"
+    proc = subprocess.run(
+        [str(VENV_BIN / "hf"), "download", "org/cli", "--local-dir", str(dest)],
+        env={**os.environ, **hf_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name, data in files.items():
+        assert (dest / name).read_bytes() == data
+    assert any(r["method"] == "GET" and r["file"] == "weights/model.safetensors" for r in hub.requests)
+
+
+def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT / "hack"),
+        "MODELDEPOT_HUBEMU_CACHE": str(tmp_path / "cache"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localdev.hubemu", "--synthetic", "org/syn:3x2KiB", "--synthetic",
+         "datasets/org/ds:1x1KB", "--gated", "org/syn=tok", "--ready-file", str(ready)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        url = ready.read_text().strip()
+        api = HfApi(endpoint=url, token=False)
+        tree = [e for e in api.list_repo_tree("org/syn", recursive=True) if isinstance(e, RepoFile)]
+        assert [(e.path, e.size) for e in tree] == [(f"file-000{i}.dat", 2048) for i in range(3)]
+        assert api.dataset_info("org/ds", files_metadata=True).siblings[0].size == 1000  # type: ignore[index]
+        with httpx.Client() as client:
+            assert client.get(f"{url}/org/syn/resolve/main/file-0000.dat").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out.strip() == url
+
+
+def test_cli_minilm_missing_is_a_clear_error(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT / "hack"),
+        "MODELDEPOT_MINILM_DIR": str(tmp_path / "none"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "localdev.hubemu", "--minilm"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "MiniLM files not found" in proc.stderr and str(tmp_path / "none") in proc.stderr
+
+
+def test_large_synthetic_files_are_generated_on_disk_once(tmp_path: Path) -> None:
+    emu = HubEmulator(cache_dir=tmp_path / "cache", memory_limit=1 << 20, lfs_threshold=2 << 20)
+    emu.add_repo_from_files("org/big", {"big.dat": (3 << 20, "seed")})
+    generated = list((tmp_path / "cache" / "synthetic").iterdir())
+    assert len(generated) == 1 and generated[0].stat().st_size == 3 << 20
+    mtime = generated[0].stat().st_mtime_ns
+    again = HubEmulator(cache_dir=tmp_path / "cache", memory_limit=1 << 20)
+    again.add_repo_from_files("org/big", {"big.dat": (3 << 20, "seed")})
+    assert generated[0].stat().st_mtime_ns == mtime
+    meta = emu.repo_files("org/big")["big.dat"]
+    assert meta["sha256"] == sha256(generated[0].read_bytes()) and meta["lfs"] is True
+    with emu:
+        assert httpx.get(f"{emu.url}/org/big/resolve/main/big.dat").content == generated[0].read_bytes()
