@@ -477,9 +477,12 @@ def plan(
     image: str,
     image_pull_policy: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    blocker: tuple[str, str] | None = None,
 ) -> Plan:
     """Decide the next step. ``nodes``: the nodeLocal targets (see ``matching_nodes``), ignored for a
-    claim; ``jobs``: the artifact's fetch Jobs of any generation."""
+    claim; ``jobs``: the artifact's fetch Jobs of any generation. ``blocker``: a (reason, message)
+    the caller found before any Job can run (e.g. ``StorageNotFound``, ``TokenSecretNotFound``):
+    no Job is created and the targets that need one are Failed with it until it is resolved."""
     gen = artifact.generation
     node_local = artifact.is_node_local
     target_keys: list[str | None] = [None]
@@ -503,7 +506,9 @@ def plan(
     targets: list[TargetState] = []
     for key in target_keys:
         state, needs_job = _decide_target(artifact, key, current.get(key))
-        if needs_job:
+        if needs_job and blocker is not None:
+            state = TargetState(key, "Failed", blocker[0], blocker[1])
+        elif needs_job:
             manifest = builders.fetch_job(
                 artifact, node=key, image=image, image_pull_policy=image_pull_policy, extra_env=extra_env
             )

@@ -272,6 +272,22 @@ def test_deleting_job_with_the_same_name_blocks_recreation() -> None:
     assert "previous Job" in p.status_patch["conditions"][0]["message"]
 
 
+def test_blocker_fails_instead_of_creating_and_clears_when_resolved() -> None:
+    b = body()
+    a = ModelArtifact.from_body(b)
+    p = plan(
+        a, nodes=None, jobs=[], now=T0, image=IMAGE, blocker=("StorageNotFound", "claim models not found")
+    )
+    assert p.create == [] and p.phase == "Failed"
+    assert conds(p)["Stalled"] == ("True", "StorageNotFound")
+    assert p.status_patch["conditions"][0]["message"] == "claim models not found"
+    later = run(apply(b, p), now=T0 + timedelta(minutes=1))
+    assert len(later.create) == 1 and later.phase == "Pending"
+    # a running Job is not disturbed by a blocker found later
+    running = plan(a, nodes=None, jobs=[job(active=1)], now=T0, image=IMAGE, blocker=("StorageNotFound", "x"))
+    assert running.delete == [] and running.phase == "Pending"
+
+
 def test_revision_display() -> None:
     b = body()
     b["spec"]["source"]["huggingFace"]["revision"] = COMMIT
