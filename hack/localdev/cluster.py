@@ -148,7 +148,9 @@ class LocalCluster:
         return "up" if self._healthy(state) else "degraded"
 
     # -- processes ------------------------------------------------------------------------------
-    def _spawn(self, state: ClusterState, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(
+        self, state: ClusterState, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> None:
         log_file = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             argv,
@@ -258,7 +260,11 @@ class LocalCluster:
             state,
             "podrunner",
             [sys.executable, "-m", "localdev.podrunner", "--cluster-dir", str(self.root)],
-            env={"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "hack"), os.environ.get("PYTHONPATH")]))},
+            env={
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO_ROOT / "hack"), os.environ.get("PYTHONPATH")])
+                )
+            },
         )
 
     def _stop(self, state: ClusterState) -> None:
@@ -306,9 +312,12 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive(state, "kube-apiserver")
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                f"https://127.0.0.1:{port}/readyz", timeout=2, context=context
-            ) as response:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/readyz", timeout=2, context=context
+                ) as response,
+            ):
                 if response.status == 200:
                     return
             time.sleep(0.3)
@@ -358,7 +367,9 @@ class LocalCluster:
                     "user": {"client-certificate": str(pki.cert(user)), "client-key": str(pki.key(user))},
                 }
             ],
-            "contexts": [{"name": "modeldepot-local", "context": {"cluster": "modeldepot-local", "user": user}}],
+            "contexts": [
+                {"name": "modeldepot-local", "context": {"cluster": "modeldepot-local", "user": user}}
+            ],
             "current-context": "modeldepot-local",
         }
 

@@ -93,6 +93,7 @@ class RunningPod:
     node: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
 
@@ -239,7 +240,8 @@ class PodRunner:
                 self._terminate(running, grace=0)
             return
         if pod.metadata.deletion_timestamp:
-            if running is None:
+            if running is None or running.finished.is_set():
+                # nothing (left) to stop: remove the object, as a kubelet does once containers are gone
                 self._force_delete(pod.metadata.namespace, pod.metadata.name, uid)
             elif not running.stopping.is_set():
                 grace = pod.metadata.deletion_grace_period_seconds
@@ -254,8 +256,13 @@ class PodRunner:
 
     def _force_delete(self, namespace: str, name: str, uid: str) -> None:
         with contextlib.suppress(ApiException):
+            # grace goes in the body: with a body present the API server ignores the query parameter
             self.core.delete_namespaced_pod(
-                name, namespace, grace_period_seconds=0, body=client.V1DeleteOptions(preconditions={"uid": uid})
+                name,
+                namespace,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
+                ),
             )
 
     def _stop_and_delete(self, running: RunningPod, grace: int | None) -> None:
@@ -325,7 +332,9 @@ class PodRunner:
                     env[var.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
                 except (ApiException, KeyError):
                     if not ref.optional:
-                        raise RuntimeError(f"CreateContainerConfigError: secret {ref.name}/{ref.key} not found")
+                        raise RuntimeError(
+                            f"CreateContainerConfigError: secret {ref.name}/{ref.key} not found"
+                        )
             elif var.value_from.config_map_key_ref:
                 ref = var.value_from.config_map_key_ref
                 try:
@@ -333,7 +342,9 @@ class PodRunner:
                     env[var.name] = (config_map.data or {})[ref.key]
                 except (ApiException, KeyError):
                     if not ref.optional:
-                        raise RuntimeError(f"CreateContainerConfigError: configmap {ref.name}/{ref.key} not found")
+                        raise RuntimeError(
+                            f"CreateContainerConfigError: configmap {ref.name}/{ref.key} not found"
+                        )
             elif var.value_from.field_ref:
                 env[var.name] = field_values.get(var.value_from.field_ref.field_path, "")
         return env
@@ -400,7 +411,9 @@ class PodRunner:
                 write_items({k: v.encode() for k, v in (config_map.data or {}).items()}, ref.items)
             if getattr(source, "secret", None):
                 ref = source.secret
-                secret = self.core.read_namespaced_secret(getattr(ref, "secret_name", None) or ref.name, namespace)
+                secret = self.core.read_namespaced_secret(
+                    getattr(ref, "secret_name", None) or ref.name, namespace
+                )
                 write_items({k: base64.b64decode(v) for k, v in (secret.data or {}).items()}, ref.items)
             if getattr(source, "downward_api", None):
                 for item in source.downward_api.items or []:
@@ -409,7 +422,9 @@ class PodRunner:
                     elif item.field_ref and item.field_ref.field_path == "metadata.name":
                         (path / item.path).write_text(pod.metadata.name)
 
-    def _container_argv(self, container: Any, mounts: list[tuple[Path, str]], termination_file: Path) -> list[str]:
+    def _container_argv(
+        self, container: Any, mounts: list[tuple[Path, str]], termination_file: Path
+    ) -> list[str]:
         command = list(container.command or [])
         if not command:
             for fragment, entrypoint in self.entrypoints.items():
@@ -418,12 +433,16 @@ class PodRunner:
                     break
         argv = command + list(container.args or [])
         if not argv:
-            raise RuntimeError(f"container {container.name}: no command and no known entrypoint for {container.image}")
+            raise RuntimeError(
+                f"container {container.name}: no command and no known entrypoint for {container.image}"
+            )
         script = ["set -e"]
         for source, target in mounts:
             kind = "-d" if source.is_dir() else "-f"
-            make = f"mkdir -p {shlex.quote(target)}" if kind == "-d" else (
-                f"mkdir -p {shlex.quote(str(Path(target).parent))} && touch {shlex.quote(target)}"
+            make = (
+                f"mkdir -p {shlex.quote(target)}"
+                if kind == "-d"
+                else (f"mkdir -p {shlex.quote(str(Path(target).parent))} && touch {shlex.quote(target)}")
             )
             script.append(f"[ -e {shlex.quote(target)} ] || {{ {make}; }}")
             script.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
@@ -433,7 +452,18 @@ class PodRunner:
         if container.working_dir:
             script.append(f"cd {shlex.quote(container.working_dir)}")
         script.append('exec "$@"')
-        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(script), "sh", *argv]
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "\n".join(script),
+            "sh",
+            *argv,
+        ]
 
     def _run_container(
         self, running: RunningPod, pod: Any, container: Any, sources: dict[str, Path], pod_dir: Path
@@ -457,8 +487,13 @@ class PodRunner:
         argv = self._container_argv(container, mounts, termination_file)
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(
-                argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd="/",
+                argv,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
             )
         running.processes[container.name] = proc
         if running.stopping.is_set():
@@ -504,29 +539,46 @@ class PodRunner:
     def _run_pod(self, running: RunningPod, pod: Any) -> None:
         pod_dir = self.cluster_dir / "pods" / running.uid
         pod_dir.mkdir(parents=True, exist_ok=True)
-        base = {"hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "startTime": now()}
+        base = {
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": now(),
+        }
         try:
             sources = self._volume_sources(pod, pod_dir)
             init_statuses: list[dict[str, Any]] = []
             for container in pod.spec.init_containers or []:
-                self._patch_status(running, {**base, "phase": "Pending", "initContainerStatuses": [
-                    *init_statuses, self._container_status(container, {"running": {"startedAt": now()}})
-                ]})
+                self._patch_status(
+                    running,
+                    {
+                        **base,
+                        "phase": "Pending",
+                        "initContainerStatuses": [
+                            *init_statuses,
+                            self._container_status(container, {"running": {"startedAt": now()}}),
+                        ],
+                    },
+                )
                 terminated = self._run_container(running, pod, container, sources, pod_dir)
                 init_statuses.append(self._container_status(container, {"terminated": terminated}))
                 if terminated["exitCode"] != 0 or running.stopping.is_set():
                     self._finish(running, pod, base, init_statuses, [], failed=True)
                     return
             containers = pod.spec.containers
-            self._patch_status(running, {
-                **base,
-                "phase": "Running",
-                "initContainerStatuses": init_statuses,
-                "conditions": self._conditions(ready=True),
-                "containerStatuses": [
-                    self._container_status(c, {"running": {"startedAt": now()}}, ready=True) for c in containers
-                ],
-            })
+            self._patch_status(
+                running,
+                {
+                    **base,
+                    "phase": "Running",
+                    "initContainerStatuses": init_statuses,
+                    "conditions": self._conditions(ready=True),
+                    "containerStatuses": [
+                        self._container_status(c, {"running": {"startedAt": now()}}, ready=True)
+                        for c in containers
+                    ],
+                },
+            )
             results: dict[str, dict[str, Any]] = {}
 
             def run(container: Any) -> None:
@@ -538,14 +590,20 @@ class PodRunner:
             for thread in threads:
                 thread.join()
             statuses = [
-                self._container_status(c, {"terminated": results.get(c.name, {"exitCode": 137, "reason": "Error"})})
+                self._container_status(
+                    c, {"terminated": results.get(c.name, {"exitCode": 137, "reason": "Error"})}
+                )
                 for c in containers
             ]
             failed = any(s["state"]["terminated"]["exitCode"] != 0 for s in statuses)
             self._finish(running, pod, base, init_statuses, statuses, failed=failed)
         except Exception as error:  # a pod that cannot start fails, as the kubelet would report it
             log(f"pod {running.namespace}/{running.name} failed to start: {error}")
-            self._patch_status(running, {**base, "phase": "Failed", "reason": "PodRunnerError", "message": str(error)})
+            self._patch_status(
+                running, {**base, "phase": "Failed", "reason": "PodRunnerError", "message": str(error)}
+            )
+        finally:
+            running.finished.set()
 
     def _conditions(self, *, ready: bool) -> list[dict[str, Any]]:
         value = "True" if ready else "False"
@@ -557,21 +615,33 @@ class PodRunner:
         ]
 
     def _finish(
-        self, running: RunningPod, pod: Any, base: dict[str, Any], init: list[dict[str, Any]],
-        statuses: list[dict[str, Any]], *, failed: bool,
+        self,
+        running: RunningPod,
+        pod: Any,
+        base: dict[str, Any],
+        init: list[dict[str, Any]],
+        statuses: list[dict[str, Any]],
+        *,
+        failed: bool,
     ) -> None:
         if not statuses:
             statuses = [
-                self._container_status(c, {"waiting": {"reason": "PodInitializing"}}) for c in pod.spec.containers
+                self._container_status(c, {"waiting": {"reason": "PodInitializing"}})
+                for c in pod.spec.containers
             ]
-        self._patch_status(running, {
-            **base,
-            "phase": "Failed" if failed else "Succeeded",
-            "conditions": self._conditions(ready=False),
-            "initContainerStatuses": init,
-            "containerStatuses": statuses,
-        })
-        log(f"pod {running.namespace}/{running.name} on {running.node}: {'Failed' if failed else 'Succeeded'}")
+        self._patch_status(
+            running,
+            {
+                **base,
+                "phase": "Failed" if failed else "Succeeded",
+                "conditions": self._conditions(ready=False),
+                "initContainerStatuses": init,
+                "containerStatuses": statuses,
+            },
+        )
+        log(
+            f"pod {running.namespace}/{running.name} on {running.node}: {'Failed' if failed else 'Succeeded'}"
+        )
 
     # -- loops ----------------------------------------------------------------------------------
     def _watch_forever(self, list_fn: Any, handler: Any, **kwargs: Any) -> None:
@@ -607,7 +677,9 @@ class PodRunner:
             (self.core.list_persistent_volume, lambda _t, volume: self.reclaim_volume(volume), {}),
         ]
         for list_fn, handler, kwargs in loops:
-            threading.Thread(target=self._watch_forever, args=(list_fn, handler), kwargs=kwargs, daemon=True).start()
+            threading.Thread(
+                target=self._watch_forever, args=(list_fn, handler), kwargs=kwargs, daemon=True
+            ).start()
         if ready_file:
             ready_file.write_text(now())
         log(f"serving nodes {', '.join(self.nodes)}")
