@@ -334,7 +334,7 @@ class PodRunner:
                     if not ref.optional:
                         raise RuntimeError(
                             f"CreateContainerConfigError: secret {ref.name}/{ref.key} not found"
-                        )
+                        ) from None
             elif var.value_from.config_map_key_ref:
                 ref = var.value_from.config_map_key_ref
                 try:
@@ -344,7 +344,7 @@ class PodRunner:
                     if not ref.optional:
                         raise RuntimeError(
                             f"CreateContainerConfigError: configmap {ref.name}/{ref.key} not found"
-                        )
+                        ) from None
             elif var.value_from.field_ref:
                 env[var.name] = field_values.get(var.value_from.field_ref.field_path, "")
         return env
