@@ -92,14 +92,10 @@ def translate_errors(repo_id: str, revision: str, *, has_token: bool) -> Iterato
         ) from None
     except DisabledRepoError:
         raise errors.RepoNotFoundError(f"access to {repo_id} is disabled on the Hub") from None
-    except RepositoryNotFoundError as exc:
-        if _status(exc) in (401, 403):
-            # The Hub answers 401 alike for private, gated-without-token and missing repos.
-            hint = "" if has_token else " (no HF token configured)"
-            raise errors.UnauthorizedError(
-                f"{repo_id} was not found or requires authorization{hint}"
-            ) from None
-        raise errors.RepoNotFoundError(f"repository {repo_id} not found") from None
+    except RepositoryNotFoundError:
+        # The Hub answers alike (401/404 RepoNotFound) for missing and for private repos.
+        hint = "" if has_token else "; if it is private, provide a token (HF_TOKEN) with access"
+        raise errors.RepoNotFoundError(f"repository {repo_id} not found{hint}") from None
     except RevisionNotFoundError:
         raise errors.RevisionNotFoundError(f"revision {revision!r} not found in {repo_id}") from None
     except EntryNotFoundError as exc:

@@ -68,7 +68,7 @@ class PartialState:
         self.commit = commit
         self._min_interval = min_interval
         self._lock = threading.Lock()
-        self._last_save = 0.0
+        self._last_save = float("-inf")
         self._dirty = False
         self.files: dict[str, StagedFile] = {}
         try:
