@@ -9,6 +9,7 @@ that downloads need, with the same JSON shapes, headers and error codes as huggi
   with a `Link: <...>; rel="next"` header like the Hub);
 - `POST /api/{models,datasets}/REPO/paths-info/REV` (`get_paths_info`; form or JSON body);
 - `GET /api/{models,datasets}/REPO/refs` and `.../commits/REV` (`list_repo_refs`, `list_repo_commits`);
+- `GET /api/whoami-v2` (`whoami`: any bearer token is accepted as a read token);
 - `HEAD`/`GET /REPO/resolve/REV/PATH` and `/datasets/REPO/resolve/REV/PATH` with `Range`
   (`bytes=a-b`, `bytes=a-`, `bytes=-n` -> 206 + `Content-Range`; unsatisfiable -> 416),
   `ETag` (`"<sha256>"` for LFS files, `"<git blob id>"` otherwise), `X-Repo-Commit`,
@@ -943,6 +944,8 @@ class _Handler(BaseHTTPRequestHandler):
             segs = segs[:-1]
         if raw_path.startswith(_CONTROL_PREFIX + "/cdn/"):
             return self._cdn(method, query)
+        if segs == ["api", "whoami-v2"] and method == "GET":
+            return self._whoami()
         if len(segs) >= 3 and segs[0] == "api" and segs[1] in ("models", "datasets"):
             return self._api(method, segs[1][:-1], segs[2:], query, body)
         repo_type = "model"
@@ -978,6 +981,23 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and len(rest) == 2 and rest[0] == "commits":
             return self._send_json(self._commits_json(repo, self._commit(repo, rest[1])))
         raise _HttpError(404, f"Not found: {self.path}")
+
+    def _whoami(self) -> None:
+        """Any bearer token is a valid read token of one user (the emulator has no accounts)."""
+        auth = self.headers.get("Authorization") or ""
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            raise _HttpError(401, "Invalid credentials in Authorization header")
+        token_info = {"displayName": "hubemu", "role": "read"}
+        self._send_json(
+            {
+                "type": "user",
+                "id": "0" * 24,
+                "name": "hubemu-user",
+                "fullname": "Hub Emulator User",
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": token_info},
+            }
+        )
 
     def _inject_failure(self, method: str, repo_type: str, repo_id: str, file: str | None) -> None:
         fault = self.emu._take_fault(

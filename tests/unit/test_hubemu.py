@@ -265,6 +265,7 @@ def test_gated_and_private_repos(hub: HubEmulator, tmp_path: Path) -> None:
     assert statuses == [401, 403]
     path = hf_hub_download("org/gated", "w.bin", token="hf_right", endpoint=hub.url, cache_dir=cache)
     assert Path(path).read_bytes() == b"secret weights"
+    assert HfApi(endpoint=hub.url).whoami(token="hf_right")["name"] == "hubemu-user"
     # like the Hub: a gated repo's metadata is public
     assert HfApi(endpoint=hub.url, token=False).model_info("org/gated").gated == "manual"
 
