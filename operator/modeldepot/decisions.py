@@ -444,11 +444,11 @@ def _aggregate(
         "filesTotal": _scale(file_totals),
         "bytesPerSecond": bps,
         "etaSeconds": eta,
+        # the summary speaks of one copy (like the Size column); the byte fields sum the nodes
         "summary": progress_summary(
             phase=phase,
             percent=percent,
-            bytes_done=done,
-            bytes_total=bytes_total,
+            bytes_total=round(bytes_total / n) if bytes_total is not None and n else None,
             bytes_per_second=bps,
             eta_seconds=eta,
             nodes_ready=ready,

@@ -362,7 +362,7 @@ def test_node_local_aggregates_progress() -> None:
     assert prog["bytesPerSecond"] == 150.0 and prog["etaSeconds"] == 18.0
     assert prog["resolvedRevision"] == COMMIT
     assert prog["updatedAt"] == "2026-05-01T11:59:59Z"
-    assert prog["summary"] == "0/3 nodes, 20% of 3.0 kB, 150 B/s, ETA 18s"
+    assert prog["summary"] == "0/3 nodes, 20% of 1.0 kB, 150 B/s, ETA 18s"
     assert set(p.status_patch["nodes"]) == {"c"}  # a and b are the fetchers' to write
     assert p.status_patch["nodes"]["c"]["phase"] == "Pending"
     assert p.status_patch["nodes"]["c"]["bytesDone"] is None
@@ -378,7 +378,7 @@ def test_node_local_ready_on_all_nodes() -> None:
     s = p.status_patch
     assert (s["readyNodes"], s["targetNodes"]) == (2, 2)
     assert s["nodes"]["a"]["digest"] == DIGEST and s["nodes"]["a"]["phase"] == "Ready"
-    assert s["progress"]["summary"] == "2/2 nodes, 100% of 2.0 kB"
+    assert s["progress"]["summary"] == "2/2 nodes, 100% of 1.0 kB"
     assert s["progress"]["bytesTotal"] == 2000 and s["progress"]["percent"] == 100.0
     assert s["digest"] == DIGEST and s["totalBytes"] == 1000
     # the Jobs are gone later (e.g. deleted by hand): the recorded per-node results keep it Ready
