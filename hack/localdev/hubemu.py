@@ -42,10 +42,17 @@ of the served bytes, advertised hashes unchanged), `fail_next` (next N matching 
 500/503), `truncate_next` (next N matching GETs close the connection after K body bytes),
 `requests` / `clear_requests` (method, path, Range, status, body bytes, whether an Authorization
 header was present -- never the token), `add_tag` / `set_branch`, `reset_faults`.
+HTTP (JSON bodies; `repoType` defaults to `model`): `GET /_emulator/health`, `GET|DELETE
+/_emulator/requests`, `GET /_emulator/repos`, `POST /_emulator/throttle {bps, repo?}`,
+`POST|DELETE /_emulator/corrupt {repo, path, offset, count?}`, `POST /_emulator/fail {path, count,
+status, repo?, methods?}`, `POST /_emulator/truncate {path, afterBytes, count, repo?}`,
+`POST /_emulator/tags|branches {repo, name, revision}`, `POST /_emulator/reset` (faults and log).
 
     with HubEmulator() as hub:
         commit = hub.add_repo_from_files("org/tiny", {"config.json": b"{}", "w.bin": (2 << 20, 1)})
-        os.environ["HF_ENDPOINT"] = hub.url
+        HfApi(endpoint=hub.url).model_info("org/tiny")  # or HF_ENDPOINT=hub.url for a subprocess
+
+huggingface_hub reads HF_ENDPOINT when it is imported: in-process, pass `endpoint=` instead.
 
 CLI (`PYTHONPATH=hack python -m localdev.hubemu ...`): see `main()` / `--help`.
 """
