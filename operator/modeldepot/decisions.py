@@ -107,6 +107,26 @@ class JobState:
         )
 
 
+def pod_result(
+    pods: Iterable[Mapping[str, Any]], container: str = builders.FETCH_CONTAINER
+) -> JobResult | None:
+    """The result of a Job's newest finished pod: the container's termination message (core/v1 Pod
+    dicts as listed by the Job's ``batch.kubernetes.io/job-name`` label)."""
+    best: tuple[str, JobResult] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or ():
+            if cs.get("name") != container:
+                continue
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if not term:
+                continue
+            result = parse_termination_message(term.get("message"))
+            finished = str(term.get("finishedAt") or "")
+            if result is not None and (best is None or finished > best[0]):
+                best = (finished, result)
+    return best[1] if best else None
+
+
 # ------------------------------------------------------------------------------------------- nodes
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modeldepot import builders
-from modeldepot.decisions import JobState, Plan, matching_nodes, node_matches, plan
+from modeldepot.decisions import JobState, Plan, matching_nodes, node_matches, plan, pod_result
 from modeldepot.models import JobResult, ModelArtifact, Toleration
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -457,6 +457,28 @@ def test_job_state_from_manifest() -> None:
     s = JobState.from_job(manifest, "not json")
     assert s.complete and s.deleting and s.result is None and s.failure_reason is None
     assert JobState.from_job({"metadata": {"name": "x"}}).generation == -1
+
+
+def test_pod_result_takes_the_newest_finished_pod() -> None:
+    def pod(finished: str, message: str, *, last: bool = False, name: str = "fetch") -> dict[str, Any]:
+        term = {"terminated": {"exitCode": 1, "finishedAt": finished, "message": message}}
+        key = "lastState" if last else "state"
+        return {"status": {"containerStatuses": [{"name": name, key: term}]}}
+
+    failed = '{"phase": "Failed", "reason": "HubUnavailable", "message": "503"}'
+    ready = '{"phase": "Ready", "digest": "sha256:ab", "commit": "c", "totalBytes": 1, "fileCount": 1}'
+    pods = [
+        pod("2026-05-01T12:00:05Z", failed),
+        pod("2026-05-01T12:03:00Z", ready, last=True),
+        pod("2026-05-01T12:09:00Z", ready, name="prepare"),
+        pod("2026-05-01T12:10:00Z", "Traceback: not json"),
+        {"status": {"containerStatuses": [{"name": "fetch", "state": {"running": {}}}]}},
+        {"metadata": {}},
+    ]
+    res = pod_result(pods)
+    assert res is not None and res.phase == "Ready" and res.digest == "sha256:ab"
+    assert pod_result(pods[:1]) == JobResult(phase="Failed", reason="HubUnavailable", message="503")
+    assert pod_result([]) is None
 
 
 # --------------------------------------------------------------------------------------- nodes
