@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -45,6 +46,13 @@ def small_repo() -> dict[str, bytes]:
         "weights/model.safetensors": os.urandom(300_000),
         "weights/extra.dat": os.urandom(5000),
     }
+
+
+@pytest.fixture(autouse=True)
+def _private_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep ~/.cache/huggingface untouched: huggingface_hub read HF_HOME at import time."""
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture
