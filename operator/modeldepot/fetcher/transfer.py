@@ -84,7 +84,7 @@ class _Hashers:
             self.sha1 = hashlib.sha1(usedforsecurity=False)
             self.sha1.update(b"blob %d\0" % item.size)
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | bytearray) -> None:
         self.sha256.update(data)
         if self.sha1 is not None:
             self.sha1.update(data)
@@ -123,7 +123,7 @@ def _status_error(item: TransferItem, response: httpx.Response) -> Exception:
     return errors.DownloadFailedError(f"unexpected response for {where}")
 
 
-def _write(fh: IO[bytes], data: bytes, item: TransferItem) -> None:
+def _write(fh: IO[bytes], data: bytes | bytearray, item: TransferItem) -> None:
     try:
         fh.write(data)
     except OSError as exc:
@@ -197,8 +197,8 @@ class Transfer:
         self._on_adjust(state.offset)
         self._download(state)
         result = state.verified()
-        if result is None and resumed:
-            # The partial bytes may be what is wrong (e.g. from another revision): retry from zero.
+        if result is None and (resumed or state.segments > 1):
+            # Maybe an earlier segment is what is wrong (e.g. a partial file of an old run): once from zero.
             log.warning("%s: resumed data did not verify; downloading it again from zero", item.path)
             self._on_adjust(-item.size)
             state = _FileState(item)
@@ -287,17 +287,7 @@ class Transfer:
                 with item.dest.open("r+b" if offset else "wb", buffering=0) as fh:
                     fh.seek(offset)
                     fh.truncate()
-                    for chunk in response.iter_raw(self._chunk):
-                        if self._stopping():
-                            self._check_stop()
-                        if state.offset + len(chunk) > item.size:
-                            raise errors.ChecksumMismatchError(
-                                f"{item.path}: the Hub sent more than the listed {item.size} bytes"
-                            )
-                        _write(fh, chunk, item)
-                        state.hashers.update(chunk)
-                        state.offset += len(chunk)
-                        self._on_bytes(len(chunk))
+                    self._copy_body(state, response, fh)
         except (httpx.TransportError, httpx.StreamError) as exc:
             kind = (
                 errors.HubUnavailableError
@@ -309,6 +299,43 @@ class Transfer:
             raise _Transient(
                 errors.DownloadFailedError(f"{item.path}: connection closed at byte {state.offset}")
             )
+
+    def _copy_body(self, state: _FileState, response: httpx.Response, fh: IO[bytes]) -> None:
+        """Write and hash the body in `chunk_size` batches (few, large syscalls and hash calls).
+
+        Network-sized pieces are gathered here rather than by `iter_raw(chunk_size)`, whose buffer
+        would be lost on a broken connection; whatever arrived is flushed so a retry resumes after it.
+        """
+        item = state.item
+        buf = bytearray()
+
+        def flush() -> None:
+            if not buf:
+                return
+            if state.offset + len(buf) > item.size:
+                raise errors.ChecksumMismatchError(
+                    f"{item.path}: the Hub sent more than the listed {item.size} bytes"
+                )
+            _write(fh, buf, item)
+            state.hashers.update(buf)
+            state.offset += len(buf)
+            self._on_bytes(len(buf))
+            buf.clear()
+
+        state.segments += 1
+        last_flush = time.monotonic()
+        try:
+            for piece in response.iter_raw():
+                buf += piece
+                # Large batches on fast links; at least ~4 flushes/s on slow ones (progress, resume).
+                if len(buf) >= self._chunk or time.monotonic() - last_flush > 0.25:
+                    if self._stopping():
+                        break
+                    flush()
+                    last_flush = time.monotonic()
+        finally:
+            flush()
+        self._check_stop()
 
     # -- many files -----------------------------------------------------------------------------
 
@@ -359,6 +386,8 @@ class _FileState:
         self.item = item
         self.offset = 0
         self.hashers = _Hashers(item)
+        self.segments = 0
+        """Responses that contributed bytes (more than one: the file was assembled from ranges)."""
 
     def reset(self) -> None:
         self.offset = 0
