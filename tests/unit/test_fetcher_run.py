@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localdev.hubemu import HubEmulator
 
+from localdev.hubemu import HubEmulator
 from modeldepot import cli, errors
 from modeldepot.fetcher.manifest import Manifest, digest_of_dir
 from modeldepot.fetcher.run import FetchRequest, fetch, run
