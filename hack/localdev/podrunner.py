@@ -85,6 +85,10 @@ def log(message: str) -> None:
     print(f"[podrunner {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+class ContainerConfigError(RuntimeError):
+    """A container's env references a missing Secret/ConfigMap key (the kubelet keeps retrying)."""
+
+
 @dataclass
 class RunningPod:
     uid: str
@@ -292,7 +296,8 @@ class PodRunner:
 
     def _resolve_env(self, pod: Any, container: Any) -> dict[str, str]:
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            # the image stand-in: this interpreter's bin dir (modeldepot, hf) comes first
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
             "HOME": "/tmp",
             "HOSTNAME": pod.metadata.name,
             "KUBERNETES_SERVICE_HOST": self.host.rsplit(":", 1)[0],
@@ -332,8 +337,8 @@ class PodRunner:
                     env[var.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
                 except (ApiException, KeyError):
                     if not ref.optional:
-                        raise RuntimeError(
-                            f"CreateContainerConfigError: secret {ref.name}/{ref.key} not found"
+                        raise ContainerConfigError(
+                            f"secret {ref.name}/{ref.key} not found"
                         ) from None
             elif var.value_from.config_map_key_ref:
                 ref = var.value_from.config_map_key_ref
@@ -342,12 +347,28 @@ class PodRunner:
                     env[var.name] = (config_map.data or {})[ref.key]
                 except (ApiException, KeyError):
                     if not ref.optional:
-                        raise RuntimeError(
-                            f"CreateContainerConfigError: configmap {ref.name}/{ref.key} not found"
+                        raise ContainerConfigError(
+                            f"configmap {ref.name}/{ref.key} not found"
                         ) from None
             elif var.value_from.field_ref:
                 env[var.name] = field_values.get(var.value_from.field_ref.field_path, "")
         return env
+
+    def _wait_for_env(self, running: RunningPod, pod: Any, container: Any) -> dict[str, str]:
+        """Resolve env; while a referenced key is missing, report CreateContainerConfigError and retry."""
+        while True:
+            try:
+                return self._resolve_env(pod, container)
+            except ContainerConfigError as error:
+                statuses = [
+                    self._container_status(
+                        c, {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
+                    )
+                    for c in pod.spec.containers
+                ]
+                self._patch_status(running, {"phase": "Pending", "containerStatuses": statuses})
+                if running.stopping.wait(2):
+                    raise
 
     def _volume_sources(self, pod: Any, pod_dir: Path) -> dict[str, Path]:
         """Materialize every pod volume as a host directory; returns volume name -> directory."""
@@ -483,7 +504,7 @@ class PodRunner:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{pod.metadata.namespace}_{pod.metadata.name}_{container.name}.log"
         started_at = now()
-        env = self._resolve_env(pod, container)
+        env = self._wait_for_env(running, pod, container)
         argv = self._container_argv(container, mounts, termination_file)
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(

@@ -23,6 +23,11 @@ class ModelDepotError(Exception):
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
 
+    @property
+    def is_retryable(self) -> bool:
+        """Whether retrying can help; instances may know better than their class."""
+        return self.retryable
+
 
 class RepoNotFoundError(ModelDepotError):
     """The repository does not exist (or is invisible to us)."""
@@ -121,6 +126,29 @@ class InterruptedFetchError(ModelDepotError):
 
     reason = "Interrupted"
     retryable = True
+
+
+class KubernetesApiError(ModelDepotError):
+    """A Kubernetes API call failed; transient for throttling, conflicts, server and network errors."""
+
+    reason = "KubernetesApiError"
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+
+    @property
+    def is_retryable(self) -> bool:
+        return self.transient
+
+    @classmethod
+    def from_status(cls, status: int | None, reason: str | None, body: object) -> KubernetesApiError:
+        transient = status is None or status in (409, 429) or status >= 500
+        detail = f"HTTP {status} {reason}" if status else f"connection error: {reason}"
+        if body:
+            detail += f": {str(body)[:500]}"
+        return cls(detail, status=status, transient=transient)
 
 
 ERRORS_BY_REASON: dict[str, type[ModelDepotError]] = {

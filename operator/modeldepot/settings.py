@@ -18,9 +18,20 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELDEPOT_", extra="ignore")
 
     namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch; empty: the whole cluster."""
     fetcher_image: str = "ghcr.io/modeldepot/modeldepot:0.1.0"
+    """Image of fetch and cleanup Jobs unless a ModelArtifact sets spec.downloader.image."""
+    fetcher_image_pull_policy: str | None = None
+    fetcher_env: dict[str, str] = Field(default_factory=dict)
+    """Extra `MODELDEPOT_*` settings passed to every fetcher (JSON object in the environment)."""
     metrics_port: int = 8080
     health_port: int = 8081
+    resync_seconds: float = Field(default=30.0, gt=0)
+    """Safety-net reconciliation interval (node changes, lost events)."""
+    cancel_timeout_seconds: float = Field(default=60.0, ge=0)
+    """How long deletion waits for download pods to stop before releasing pods of vanished nodes."""
+    cleanup_timeout_seconds: float = Field(default=120.0, ge=0)
+    """How long deletion waits for cleanup Jobs before giving up with a warning event."""
 
 
 class FetchSettings(BaseSettings):

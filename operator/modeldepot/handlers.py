@@ -1,0 +1,161 @@
+"""kopf handlers: thin adapters from watch events to `reconciler`, and the one place where the
+package's errors become kopf's Temporary/Permanent errors.
+
+Triggers: spec changes and operator restarts (create/update/resume), every change of a fetch Job
+(progress ends, failures), status changes of node-local artifacts (progress aggregation), a
+periodic safety-net timer, and deletion (the finalizer flow).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+import kopf
+
+from . import metrics
+from .errors import ModelDepotError
+from .models import (
+    FETCHER_APP,
+    FINALIZER,
+    GROUP,
+    LABEL_ARTIFACT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
+from .reconciler import Outcome, finalize, reconcile
+from .settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_settings = OperatorSettings()
+RETRY_DELAY_SECONDS = 5
+
+
+def kopf_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Map ModelDepotError to kopf: retryable → TemporaryError (backoff), otherwise PermanentError."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except ModelDepotError as error:
+            if error.is_retryable:
+                raise kopf.TemporaryError(str(error), delay=RETRY_DELAY_SECONDS) from error
+            raise kopf.PermanentError(str(error)) from error
+
+    return wrapper
+
+
+def _announce(body: Mapping[str, Any], outcome: Outcome | None) -> None:
+    """Kubernetes Events for what users care about: started, cancelled, ready, failed."""
+    if outcome is None:
+        return
+    if outcome.deleted:
+        kopf.event(
+            body,
+            type="Normal",
+            reason="DownloadCancelled",
+            message=f"cancelled {outcome.deleted} download Job(s): the spec changed or was suspended",
+        )
+    if outcome.created:
+        kopf.event(body, type="Normal", reason="DownloadStarted", message=f"created {outcome.created} download Job(s)")
+    if outcome.phase == "Ready" and outcome.previous_phase != "Ready":
+        kopf.event(body, type="Normal", reason="Ready", message=outcome.message or "verified and published")
+    if outcome.phase == "Failed" and outcome.previous_phase != "Failed":
+        kopf.event(body, type="Warning", reason=outcome.reason or "Failed", message=outcome.message or "download failed")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # status is a strict schema of our own: keep kopf's bookkeeping in annotations
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # kopf posts warnings and errors of handlers as Events; our own Events are explicit
+    settings.posting.level = logging.WARNING
+    metrics.serve(_settings.metrics_port)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf_errors
+async def spec_changed(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    _announce(body, await reconcile(namespace, name, _settings))
+
+
+@kopf.on.event(
+    "batch",
+    "v1",
+    "jobs",
+    labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: FETCHER_APP, LABEL_ARTIFACT: kopf.PRESENT},
+)
+async def fetch_job_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+    owner = next(
+        (ref for ref in body.metadata.get("ownerReferences", []) if ref.get("kind") == "ModelArtifact"), None
+    )
+    if owner is None:
+        return
+    try:
+        outcome = await reconcile(namespace, owner["name"], _settings)
+    except ModelDepotError as error:  # event handlers are not retried; the timer catches up
+        log.warning("reconcile of %s/%s after a Job change failed: %s", namespace, owner["name"], error)
+        return
+    if outcome is not None:
+        artifact_ref = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelArtifact",
+            "metadata": {"name": owner["name"], "namespace": namespace, "uid": owner["uid"]},
+        }
+        _announce(artifact_ref, outcome)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, field="status.nodes")
+async def node_progress_changed(body: kopf.Body, namespace: str, name: str, type: str | None, **_: Any) -> None:
+    """Node-local fetchers patch status.nodes; fold them into status.progress and the phase."""
+    if type != "MODIFIED" or not body.spec.get("storage", {}).get("nodeLocal"):
+        return
+    try:
+        _announce(body, await reconcile(namespace, name, _settings))
+    except ModelDepotError as error:
+        log.warning("aggregation for %s/%s failed: %s", namespace, name, error)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=_settings.resync_seconds, initial_delay=_settings.resync_seconds)
+@kopf_errors
+async def resync(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    _announce(body, await reconcile(namespace, name, _settings))
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+@kopf_errors
+async def deleted(body: kopf.Body, runtime: Any, **_: Any) -> None:
+    step = await finalize(body, runtime.total_seconds(), _settings)
+    if not step.done:
+        raise kopf.TemporaryError(f"deleting: waiting for {step.waiting_for}", delay=2)
+    for reason, message in step.warnings:
+        kopf.event(body, type="Warning", reason=reason, message=message)
+    policy = body.spec.get("deletionPolicy", "Delete")
+    kopf.event(body, type="Normal", reason="Deleted", message=f"downloads cancelled; files {'kept' if policy == 'Retain' else 'removed'}")
+
+
+def run_operator(settings: OperatorSettings) -> None:
+    """Run the operator until it is stopped (`modeldepot operator`)."""
+    global _settings
+    _settings = settings
+    kopf.run(
+        standalone=True,  # one replica by design (Deployment strategy Recreate); no peering
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+    )

@@ -1,0 +1,210 @@
+"""The only module that talks to the Kubernetes API (the official `kubernetes` client).
+
+Objects cross this boundary as plain dicts in API form (camelCase), so the rest of the package
+never sees client model classes. Reads return None on 404; creates treat 409 AlreadyExists as
+done; every other API failure becomes a `KubernetesApiError` (retryable for 429, 5xx, conflicts
+and connection problems). Blocking client calls run in a worker thread for the async operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+import urllib3.exceptions
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from .errors import KubernetesApiError
+from .models import (
+    FETCHER_APP,
+    GROUP,
+    LABEL_ARTIFACT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
+
+MERGE_PATCH = "application/merge-patch+json"
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_configured = threading.Lock()
+_api_client: client.ApiClient | None = None
+
+
+def api_client() -> client.ApiClient:
+    """Load in-cluster config (inside a pod) or the kubeconfig (KUBECONFIG / ~/.kube/config), once."""
+    global _api_client
+    with _configured:
+        if _api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            _api_client = client.ApiClient()
+        return _api_client
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    data: dict[str, Any] = api_client().sanitize_for_serialization(obj)
+    return data
+
+
+def _api_errors(func: Callable[P, T]) -> Callable[P, T]:
+    """Translate client exceptions into the package's error hierarchy."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return func(*args, **kwargs)
+        except ApiException as error:
+            raise KubernetesApiError.from_status(error.status, error.reason, error.body) from error
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubernetesApiError.from_status(None, str(error), None) from error
+
+    return wrapper
+
+
+def _none_on_404(call: Callable[[], T]) -> T | None:
+    try:
+        return call()
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _ignore_exists(call: Callable[[], object]) -> bool:
+    """Run a create; False when the object already existed."""
+    try:
+        call()
+        return True
+    except ApiException as error:
+        if error.status == 409:
+            return False
+        raise
+
+
+# ---------------------------------------------------------------------------------- ModelArtifacts
+
+
+@_api_errors
+def patch_artifact_status(namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+    """JSON-merge-patch the status subresource of a ModelArtifact (used by fetcher and operator)."""
+    api = client.CustomObjectsApi(api_client())
+    api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, dict(patch), _content_type=MERGE_PATCH
+    )
+
+
+@_api_errors
+def get_artifact(namespace: str, name: str) -> dict[str, Any] | None:
+    api = client.CustomObjectsApi(api_client())
+    found = _none_on_404(lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+    return dict(found) if found is not None else None
+
+
+# ------------------------------------------------------------------------------------------- nodes
+
+
+@_api_errors
+def list_nodes() -> list[dict[str, Any]]:
+    return [_to_dict(node) for node in client.CoreV1Api(api_client()).list_node().items]
+
+
+@_api_errors
+def node_exists(name: str) -> bool:
+    core = client.CoreV1Api(api_client())
+    return _none_on_404(lambda: core.read_node(name)) is not None
+
+
+# -------------------------------------------------------------------------------------- Jobs, pods
+
+
+def artifact_selector(name: str, app: str = FETCHER_APP) -> str:
+    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_NAME}={app},{LABEL_ARTIFACT}={name}"
+
+
+@_api_errors
+def list_jobs(namespace: str, selector: str) -> list[dict[str, Any]]:
+    batch = client.BatchV1Api(api_client())
+    return [_to_dict(job) for job in batch.list_namespaced_job(namespace, label_selector=selector).items]
+
+
+@_api_errors
+def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+    core = client.CoreV1Api(api_client())
+    return [_to_dict(pod) for pod in core.list_namespaced_pod(namespace, label_selector=selector).items]
+
+
+@_api_errors
+def create_job(manifest: Mapping[str, Any]) -> bool:
+    batch = client.BatchV1Api(api_client())
+    namespace = manifest["metadata"]["namespace"]
+    return _ignore_exists(lambda: batch.create_namespaced_job(namespace, dict(manifest)))
+
+
+@_api_errors
+def delete_job(namespace: str, name: str) -> None:
+    """Delete a Job and, in the background, its pods (they get their grace period)."""
+    batch = client.BatchV1Api(api_client())
+    _none_on_404(
+        lambda: batch.delete_namespaced_job(
+            name, namespace, body=client.V1DeleteOptions(propagation_policy="Background")
+        )
+    )
+
+
+@_api_errors
+def force_delete_pod(namespace: str, name: str) -> None:
+    """Remove a pod object at once (its node is gone, so no kubelet will ever confirm it)."""
+    core = client.CoreV1Api(api_client())
+    _none_on_404(
+        lambda: core.delete_namespaced_pod(
+            name, namespace, body=client.V1DeleteOptions(grace_period_seconds=0)
+        )
+    )
+
+
+# ------------------------------------------------------------------------------- claims and RBAC
+
+
+@_api_errors
+def get_claim(namespace: str, name: str) -> dict[str, Any] | None:
+    core = client.CoreV1Api(api_client())
+    found = _none_on_404(lambda: core.read_namespaced_persistent_volume_claim(name, namespace))
+    return _to_dict(found) if found is not None else None
+
+
+@_api_errors
+def create_claim(manifest: Mapping[str, Any]) -> bool:
+    core = client.CoreV1Api(api_client())
+    namespace = manifest["metadata"]["namespace"]
+    return _ignore_exists(lambda: core.create_namespaced_persistent_volume_claim(namespace, dict(manifest)))
+
+
+@_api_errors
+def ensure_fetcher_identity(
+    service_account: Mapping[str, Any], role: Mapping[str, Any], binding: Mapping[str, Any]
+) -> None:
+    """Create the fetcher's ServiceAccount, Role and RoleBinding; bring the Role's rules up to date."""
+    core = client.CoreV1Api(api_client())
+    rbac = client.RbacAuthorizationV1Api(api_client())
+    namespace = service_account["metadata"]["namespace"]
+    _ignore_exists(lambda: core.create_namespaced_service_account(namespace, dict(service_account)))
+    if not _ignore_exists(lambda: rbac.create_namespaced_role(namespace, dict(role))):
+        rbac.patch_namespaced_role(
+            role["metadata"]["name"], namespace, {"rules": role["rules"]}, _content_type=MERGE_PATCH
+        )
+    _ignore_exists(lambda: rbac.create_namespaced_role_binding(namespace, dict(binding)))
+
+
+async def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run one of the blocking calls above off the event loop."""
+    return await asyncio.to_thread(func, *args, **kwargs)

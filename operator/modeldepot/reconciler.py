@@ -1,0 +1,369 @@
+"""The operator's service layer: gather an artifact's world through `kube`, decide, apply.
+
+`reconcile()` reads the artifact, its target nodes, its fetch Jobs and their pods' results, asks
+`decisions.plan()` what to do, creates/deletes Jobs, and merge-patches the status when it changes.
+`finalize()` is the deletion flow behind the finalizer: cancel downloads, remove files under
+`deletionPolicy: Delete` with cleanup Jobs, and always finish within bounded waits.
+Handlers (kopf) stay thin and call these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import builders, decisions, kube, metrics
+from .errors import InvalidSpecError, ModelDepotError
+from .models import (
+    CLEANUP_APP,
+    FETCHER_APP,
+    JobResult,
+    ModelArtifact,
+    validation_message,
+)
+from .settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+# pod waiting reasons that mean the fetcher cannot start until the user fixes something
+_CONFIG_ERRORS = {"CreateContainerConfigError"}
+# status keys whose change alone is not worth a write
+_VOLATILE = {"updatedAt", "lastTransitionTime"}
+
+EventFn = Callable[[Mapping[str, Any], str, str, str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconciliation did, for events and metrics."""
+
+    phase: str
+    previous_phase: str | None
+    created: int
+    deleted: int
+    reason: str | None = None
+    message: str | None = None
+
+
+_locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+def _lock_for(namespace: str, name: str) -> asyncio.Lock:
+    return _locks[(namespace, name)]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def changed(current: Any, patch: Any) -> bool:
+    """Whether a merge patch would change `current`, ignoring timestamps that always move."""
+    if isinstance(patch, Mapping):
+        if not isinstance(current, Mapping):
+            return True
+        return any(key not in _VOLATILE and changed(current.get(key), value) for key, value in patch.items())
+    if isinstance(patch, list) and isinstance(current, list) and len(patch) == len(current):
+        return any(changed(c, p) for c, p in zip(current, patch, strict=True))
+    return bool(current != patch)
+
+
+def _config_error(pods: list[dict[str, Any]]) -> str | None:
+    """Why the fetcher cannot start (a missing Secret key, as the kubelet reports it), if so."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in _CONFIG_ERRORS:
+                return str(waiting.get("message") or waiting["reason"])
+    return None
+
+
+def _duration(job: Mapping[str, Any]) -> float | None:
+    status = job.get("status") or {}
+    start, end = status.get("startTime"), status.get("completionTime")
+    if not start or not end:
+        return None
+    parse = datetime.fromisoformat
+    return (parse(str(end).replace("Z", "+00:00")) - parse(str(start).replace("Z", "+00:00"))).total_seconds()
+
+
+def _job_states(
+    namespace: str, name: str, artifact: ModelArtifact
+) -> tuple[list[decisions.JobState], dict[str, float]]:
+    """The artifact's fetch Jobs as decision inputs, and how long each completed one took."""
+    jobs = kube.list_jobs(namespace, kube.artifact_selector(name, FETCHER_APP))
+    pods = kube.list_pods(namespace, kube.artifact_selector(name, FETCHER_APP))
+    by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for pod in pods:
+        job_name = (pod["metadata"].get("labels") or {}).get("job-name")
+        if job_name:
+            by_job[job_name].append(pod)
+    states = []
+    durations: dict[str, float] = {}
+    for job in jobs:
+        job_pods = by_job[job["metadata"]["name"]]
+        state = decisions.JobState.from_job(job, decisions.pod_result(job_pods))
+        config_error = _config_error(job_pods)
+        if config_error and not state.finished and state.succeeded == 0:
+            secret = artifact.hugging_face.token_secret_ref
+            what = f"Secret {secret.name!r} key {secret.key!r}" if secret else "a referenced Secret"
+            message = f"{what} is missing in namespace {namespace}; the download starts once it exists"
+            state = replace(
+                state,
+                failure_reason="TokenSecretNotFound",
+                failure_message=f"{message} ({config_error})",
+                result=JobResult(phase="Failed", reason="TokenSecretNotFound", message=message),
+            )
+        states.append(state)
+        duration = _duration(job)
+        if state.complete and duration is not None:
+            durations[state.name] = duration
+    return states, durations
+
+
+def _blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
+    claim_spec = artifact.spec.storage.persistent_volume_claim
+    if claim_spec is None:
+        return None
+    if claim_spec.create is not None:
+        kube.create_claim(builders.claim(artifact))
+        return None
+    claim = kube.get_claim(artifact.namespace, claim_spec.claim_name)
+    if claim is None:
+        return (
+            "StorageNotFound",
+            f"PersistentVolumeClaim {claim_spec.claim_name!r} does not exist in namespace "
+            f"{artifact.namespace}; create it or set storage.persistentVolumeClaim.create",
+        )
+    return None
+
+
+def _invalid_spec(body: Mapping[str, Any], message: str) -> Outcome:
+    """A spec the schema let through but the operator cannot act on: say so in status, do nothing."""
+    generation = body["metadata"].get("generation")
+    stamp = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def cond(type_: str, status: str) -> dict[str, Any]:
+        return {
+            "type": type_,
+            "status": status,
+            "reason": InvalidSpecError.reason,
+            "message": message,
+            "lastTransitionTime": stamp,
+            "observedGeneration": generation,
+        }
+
+    patch = {
+        "observedGeneration": generation,
+        "phase": "Failed",
+        "conditions": [cond(decisions.READY, "False"), cond(decisions.RECONCILING, "False"), cond(decisions.STALLED, "True")],
+    }
+    current = body.get("status") or {}
+    if changed(current, patch):
+        kube.patch_artifact_status(body["metadata"]["namespace"], body["metadata"]["name"], {"status": patch})
+    return Outcome("Failed", current.get("phase"), 0, 0, InvalidSpecError.reason, message)
+
+
+def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Outcome | None:
+    body = kube.get_artifact(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    previous = (body.get("status") or {}).get("phase")
+    try:
+        artifact = ModelArtifact.from_body(body)
+    except ValidationError as error:
+        return _invalid_spec(body, validation_message(error))
+    kube.ensure_fetcher_identity(
+        builders.fetcher_service_account(namespace),
+        builders.fetcher_role(namespace),
+        builders.fetcher_role_binding(namespace),
+    )
+    nodes = decisions.matching_nodes(artifact, kube.list_nodes()) if artifact.is_node_local else None
+    jobs, durations = _job_states(namespace, name, artifact)
+    blocker = _blocker(artifact)
+    plan = decisions.plan(
+        artifact,
+        nodes=nodes,
+        jobs=jobs,
+        now=_now(),
+        image=settings.fetcher_image,
+        image_pull_policy=settings.fetcher_image_pull_policy,
+        extra_env=settings.fetcher_env,
+        blocker=blocker,
+    )
+    for job_name in plan.delete:
+        kube.delete_job(namespace, job_name)
+    created = sum(1 for manifest in plan.create if kube.create_job(manifest))
+    if changed(body.get("status") or {}, plan.status_patch):
+        kube.patch_artifact_status(namespace, name, {"status": plan.status_patch})
+    _record_metrics(artifact, plan, durations, previous)
+    failed = next((t for t in plan.targets if t.phase == "Failed"), None)
+    conditions = plan.status_patch.get("conditions") or []
+    ready = next((c for c in conditions if c["type"] == decisions.READY), None)
+    return Outcome(
+        phase=plan.phase,
+        previous_phase=previous,
+        created=created,
+        deleted=len(plan.delete),
+        reason=(failed.reason if failed else None) or (ready["reason"] if ready else None),
+        message=ready["message"] if ready else None,
+    )
+
+
+def _record_metrics(
+    artifact: ModelArtifact, plan: decisions.Plan, durations: Mapping[str, float], previous: str | None
+) -> None:
+    metrics.record_phase(artifact.namespace, artifact.name, plan.phase)
+    if plan.phase == "Failed" and previous != "Failed":
+        failed = next((t for t in plan.targets if t.phase == "Failed"), None)
+        metrics.failures.labels(reason=(failed.reason if failed else None) or "Unknown").inc()
+    if plan.phase == "Ready" and previous != "Ready":
+        for target in plan.targets:
+            if target.result and target.result.total_bytes:
+                metrics.downloaded_bytes.inc(target.result.total_bytes)
+            metrics.downloads_completed.inc()
+        for seconds in durations.values():
+            metrics.download_duration.observe(seconds)
+
+
+async def reconcile(namespace: str, name: str, settings: OperatorSettings) -> Outcome | None:
+    """Bring one artifact's Jobs and status in line with its spec. Serialized per artifact."""
+    started = time.monotonic()
+    async with _lock_for(namespace, name):
+        try:
+            return await kube.run_blocking(_reconcile_sync, namespace, name, settings)
+        except ModelDepotError as error:
+            metrics.reconcile_errors.labels(retryable=str(error.is_retryable).lower()).inc()
+            raise
+        finally:
+            metrics.reconcile_duration.observe(time.monotonic() - started)
+
+
+# ----------------------------------------------------------------------------------------- deletion
+
+
+@dataclass(frozen=True)
+class FinalizeStep:
+    """Where the deletion flow stands: done, or waiting (with what for)."""
+
+    done: bool
+    waiting_for: str = ""
+    warnings: tuple[tuple[str, str], ...] = ()
+
+
+def _cleanup_targets(
+    artifact: ModelArtifact, settings: OperatorSettings
+) -> tuple[list[str | None], list[tuple[str, str]]]:
+    """The targets whose files a cleanup Job must remove, and warnings for the unreachable ones."""
+    warnings: list[tuple[str, str]] = []
+    claim_spec = artifact.spec.storage.persistent_volume_claim
+    if claim_spec is not None:
+        if claim_spec.create is not None:
+            return [], []  # the claim is ours and goes with the artifact, files and all
+        if kube.get_claim(artifact.namespace, claim_spec.claim_name) is None:
+            warnings.append(
+                (
+                    "StorageGone",
+                    f"PersistentVolumeClaim {claim_spec.claim_name!r} is gone; nothing to clean up",
+                )
+            )
+            return [], warnings
+        return [None], warnings
+    known = set(artifact.status.nodes)
+    known.update(
+        (job["metadata"].get("annotations") or {}).get(builders.ANNOTATION_NODE, "")
+        for job in kube.list_jobs(artifact.namespace, kube.artifact_selector(artifact.name, FETCHER_APP))
+    )
+    targets: list[str | None] = []
+    for node in sorted(n for n in known if n):
+        if kube.node_exists(node):
+            targets.append(node)
+        else:
+            warnings.append(("NodeGone", f"node {node} no longer exists; its copy cannot be removed"))
+    return targets, warnings
+
+
+def _finalize_sync(body: Mapping[str, Any], runtime: float, settings: OperatorSettings) -> FinalizeStep:
+    artifact = ModelArtifact.from_body(body)
+    namespace, name = artifact.namespace, artifact.name
+    if (body.get("status") or {}).get("phase") != "Deleting":
+        kube.patch_artifact_status(
+            namespace,
+            name,
+            {"status": decisions.deleting_patch(artifact, now=_now(), message="cancelling downloads")},
+        )
+    metrics.record_phase(namespace, name, "Deleting")
+    for job in kube.list_jobs(namespace, kube.artifact_selector(name, FETCHER_APP)):
+        if not job["metadata"].get("deletionTimestamp"):
+            kube.delete_job(namespace, job["metadata"]["name"])
+    warnings: list[tuple[str, str]] = []
+    pods = kube.list_pods(namespace, kube.artifact_selector(name, FETCHER_APP))
+    if pods:
+        if runtime < settings.cancel_timeout_seconds:
+            return FinalizeStep(False, f"{len(pods)} download pod(s) to stop")
+        for pod in pods:
+            node = pod["spec"].get("nodeName")
+            if not node or not kube.node_exists(node):
+                kube.force_delete_pod(namespace, pod["metadata"]["name"])
+        warnings.append(
+            (
+                "CancelTimedOut",
+                f"{len(pods)} download pod(s) did not stop in {settings.cancel_timeout_seconds}s",
+            )
+        )
+    if artifact.spec.deletion_policy == "Retain":
+        return FinalizeStep(True, warnings=tuple(warnings))
+    targets, target_warnings = _cleanup_targets(artifact, settings)
+    warnings.extend(target_warnings)
+    cleanup_jobs = {
+        job["metadata"]["name"]: job
+        for job in kube.list_jobs(namespace, kube.artifact_selector(name, CLEANUP_APP))
+    }
+    pending = []
+    for node in targets:
+        job_name = builders.cleanup_job_name(name, node)
+        job = cleanup_jobs.get(job_name)
+        if job is None:
+            kube.create_job(
+                builders.cleanup_job(
+                    artifact,
+                    node=node,
+                    image=settings.fetcher_image,
+                    image_pull_policy=settings.fetcher_image_pull_policy,
+                )
+            )
+            pending.append(job_name)
+            continue
+        state = decisions.JobState.from_job(job)
+        if state.failure_reason:
+            warnings.append(("CleanupFailed", f"cleanup Job {job_name} failed: {state.failure_message}"))
+        elif not state.complete:
+            pending.append(job_name)
+    if pending and runtime < settings.cleanup_timeout_seconds:
+        return FinalizeStep(False, f"cleanup Job(s) {', '.join(pending)}", tuple(warnings))
+    if pending:
+        warnings.append(
+            (
+                "CleanupTimedOut",
+                f"cleanup Job(s) {', '.join(pending)} did not finish in {settings.cleanup_timeout_seconds}s; files may remain",
+            )
+        )
+    return FinalizeStep(True, warnings=tuple(warnings))
+
+
+async def finalize(body: Mapping[str, Any], runtime: float, settings: OperatorSettings) -> FinalizeStep:
+    """One pass of the deletion flow; call again until `done` (each wait is bounded by settings)."""
+    async with _lock_for(body["metadata"]["namespace"], body["metadata"]["name"]):
+        step = await kube.run_blocking(_finalize_sync, body, runtime, settings)
+    if step.done:
+        metrics.record_phase(body["metadata"]["namespace"], body["metadata"]["name"], None)
+        _locks.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
+    return step
