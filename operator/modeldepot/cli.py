@@ -1,4 +1,5 @@
-"""Command line: `modeldepot fetch` (the Job entrypoint, also usable on a laptop) and `modeldepot operator`.
+"""Command line: `modeldepot fetch` (the Job entrypoint, also usable on a laptop), `modeldepot cleanup`
+(the cleanup Job) and `modeldepot operator`.
 
 Heavy or cluster-only modules (`kubernetes` through `modeldepot.kube`, kopf through
 `modeldepot.handlers`) are imported lazily so that `modeldepot fetch --to DIR` works anywhere.
@@ -42,6 +43,10 @@ def _build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--node", default=None, help="report under status.nodes.NODE (node-local storage)")
     fetch.add_argument("--generation", type=int, default=None, help="spec generation being fetched")
     fetch.add_argument("--termination-log", type=Path, default=None, help="where to write the JSON result")
+
+    cleanup = sub.add_parser("cleanup", help="remove a published path and all its stored/staged versions")
+    cleanup.add_argument("--to", required=True, type=Path, help="published path P, as given to fetch")
+    cleanup.add_argument("--root", type=Path, default=None, help="storage root (default: as for fetch)")
 
     sub.add_parser("operator", help="run the operator (kopf)")
     return parser
@@ -93,6 +98,26 @@ def _fetch(args: argparse.Namespace) -> int:
     return code
 
 
+def _cleanup(args: argparse.Namespace) -> int:
+    """Exit 0 when nothing of P is left (also when nothing was there), 1 on an I/O error (retried)."""
+    from modeldepot.errors import ModelDepotError
+    from modeldepot.fetcher.layout import Layout
+    from modeldepot.settings import FetchSettings
+
+    log = logging.getLogger("modeldepot.cleanup")
+    try:
+        layout = Layout(args.to, args.root or FetchSettings().storage_root)
+        layout.remove_all()
+    except ModelDepotError as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("cleanup of %s failed: %s", args.to, exc)
+        return 1
+    log.info("removed %s and its stored versions", layout.target)
+    return 0
+
+
 def _operator(args: argparse.Namespace) -> int:
     from modeldepot.handlers import run_operator
     from modeldepot.settings import OperatorSettings
@@ -109,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "fetch":
         return _fetch(args)
+    if args.command == "cleanup":
+        return _cleanup(args)
     return _operator(args)
 
 

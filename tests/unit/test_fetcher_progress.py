@@ -11,7 +11,6 @@ from modeldepot.fetcher.progress import (
     ConsoleSink,
     ProgressTracker,
     RateLimitedReporter,
-    human_bytes,
     summarize,
 )
 
@@ -22,14 +21,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
-
-
-def test_human_bytes() -> None:
-    assert human_bytes(0) == "0 B"
-    assert human_bytes(999) == "999 B"
-    assert human_bytes(38_500_000) == "38.5 MB"
-    assert human_bytes(91_618_861) == "91.6 MB"
-    assert human_bytes(1 << 30) == "1.1 GB"
 
 
 def test_percent_rate_eta_and_summary() -> None:
@@ -44,14 +35,14 @@ def test_percent_rate_eta_and_summary() -> None:
     t.file_done()
     p = t.snapshot()
     assert p["bytesDone"] == 38_500_000
-    assert p["percent"] == 42
+    assert p["percent"] == 42.0
     assert p["filesDone"] == 1 and p["filesTotal"] == 13
     assert p["bytesPerSecond"] == 14_250_000
     assert p["etaSeconds"] == (91_600_000 - 38_500_000) // 14_250_000
     assert p["resolvedRevision"] == "abc"
     assert p["observedGeneration"] == 3
     assert p["updatedAt"].endswith("Z")
-    assert p["summary"] == "42% 38.5 MB/91.6 MB 14.2 MB/s"
+    assert p["summary"] == "42% of 91.6 MB, 14.2 MB/s, ETA 3s"
 
 
 def test_rate_is_smoothed() -> None:
@@ -68,16 +59,28 @@ def test_rate_is_smoothed() -> None:
     assert rate == 8_000_000  # alpha = dt / window = 0.2
 
 
-def test_percent_never_hits_100_before_ready() -> None:
+def test_percent_is_floored_and_never_100_before_ready() -> None:
     t = ProgressTracker()
-    t.plan(bytes_total=100, files_total=1)
+    t.plan(bytes_total=10_000, files_total=1)
     t.phase = "Downloading"
-    t.add_bytes(100)
-    assert t.snapshot()["percent"] == 99
+    t.add_bytes(9_999)
+    assert t.snapshot()["percent"] == 99.9
+    t.add_bytes(1)
+    assert t.snapshot()["percent"] == 99.9
     t.phase = "Ready"
     p = t.snapshot()
     assert p["percent"] == 100 and p["etaSeconds"] == 0 and p["bytesPerSecond"] == 0
-    assert p["summary"] == "100% 100 B/100 B"
+    assert p["summary"] == "100% of 10.0 kB"
+
+
+def test_summary_before_the_plan_and_when_failed() -> None:
+    t = ProgressTracker()
+    t.phase = "Downloading"
+    assert t.snapshot()["summary"] == "Resolving files"
+    t.plan(bytes_total=2_000_000, files_total=1)
+    t.add_bytes(1_000_000)
+    t.phase = "Failed"
+    assert t.snapshot()["summary"] == "Failed at 50% of 2.0 MB"
 
 
 def test_empty_plan_is_zero_percent() -> None:
@@ -129,11 +132,11 @@ def test_console_sink_plain_and_tty() -> None:
     t.add_bytes(500)
     plain = io.StringIO()
     ConsoleSink(plain, tty=False)(t.snapshot())
-    assert plain.getvalue().startswith("downloading: 50% 500 B/1.0 kB")
-    assert plain.getvalue().endswith("0/2 files\n") or "0/2 files" in plain.getvalue()
+    assert plain.getvalue().startswith("downloading: 50% of 1.0 kB")
+    assert plain.getvalue().endswith(", 0/2 files\n")
     tty = io.StringIO()
     ConsoleSink(tty, tty=True, width=10)(t.snapshot())
-    assert tty.getvalue().startswith("\r[#####-----] 50%")
+    assert tty.getvalue().startswith("\r[#####-----] 50% of 1.0 kB")
     assert "\n" not in tty.getvalue()
     t.phase = "Ready"
     ConsoleSink(tty, tty=True, width=10)(t.snapshot())
@@ -141,5 +144,5 @@ def test_console_sink_plain_and_tty() -> None:
 
 
 def test_summarize_without_rate() -> None:
-    p = {"phase": "Downloading", "percent": 0, "bytesDone": 0, "bytesTotal": 2_000_000, "bytesPerSecond": 0}
-    assert summarize(p) == "0% 0 B/2.0 MB"
+    p = {"phase": "Downloading", "percent": 0.0, "bytesDone": 0, "bytesTotal": 2_000_000, "filesTotal": 1}
+    assert summarize(p) == "0% of 2.0 MB"

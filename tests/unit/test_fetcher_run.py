@@ -392,3 +392,20 @@ def test_sigterm_stops_promptly_and_keeps_partial(hub: HubEmulator, tmp_path: Pa
     result = fetch(FetchRequest(repo_id=REPO, target=tmp_path / "m", endpoint=hub.url))
     assert any(r["range"] for r in resolves(hub) if r["file"] == "model.safetensors")
     assert result.digest == digest_of_dir(tmp_path / "m")
+
+
+def test_cli_cleanup_removes_everything_and_is_idempotent(
+    hub: HubEmulator, tmp_path: Path, settings: FetchSettings
+) -> None:
+    fetch(req(hub, tmp_path), settings=settings)
+    other = FetchRequest(repo_id=REPO, target=tmp_path / "models" / "keep", endpoint=hub.url, root=tmp_path)
+    fetch(other, settings=settings, cancel=None)
+    argv = ["cleanup", "--to", str(tmp_path / "models" / "tiny"), "--root", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert not (tmp_path / "models" / "tiny").is_symlink()
+    assert not (tmp_path / ".modeldepot" / "store" / "models" / "tiny").exists()
+    assert (tmp_path / "models" / "keep" / "config.json").exists()
+    assert cli.main(argv) == 0
+    assert cli.main(["cleanup", "--to", str(tmp_path / "models" / "keep"), "--root", str(tmp_path)]) == 0
+    assert sorted(os.listdir(tmp_path / ".modeldepot" / "store")) == []
+    assert not (tmp_path / "models").exists()

@@ -246,11 +246,25 @@ class Layout:
             self.staging_parent.rmdir()
 
     def remove_all(self) -> None:
-        """Delete the target link and every version of P (cleanup on artifact deletion)."""
+        """Delete the target link, `store/P` and `staging/P` and then-empty parents (`modeldepot cleanup`)."""
         if self.target.is_symlink():
             self.target.unlink()
         for parent in (self.store_parent, self.staging_parent):
-            with contextlib.suppress(FileNotFoundError):
-                for child in parent.iterdir():
-                    if is_version_name(child.name) and child.is_dir() and not child.is_symlink():
-                        shutil.rmtree(child, ignore_errors=True)
+            if parent.is_dir() and not parent.is_symlink():
+                shutil.rmtree(parent)
+        for leaf, top in (
+            (self.store_parent.parent, self.meta / "store"),
+            (self.staging_parent.parent, self.meta / "staging"),
+            (self.target.parent, self.root),
+        ):
+            _remove_empty_parents(leaf, top)
+
+
+def _remove_empty_parents(path: Path, top: Path) -> None:
+    """rmdir `path` and its ancestors below `top` while they are empty."""
+    while path != top and top in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from modeldepot.fetcher.manifest import utc_now_rfc3339
+from modeldepot.models import progress_summary
 
 log = logging.getLogger(__name__)
 
@@ -29,31 +30,17 @@ class ProgressSink(Protocol):
     def __call__(self, progress: Progress, /) -> None: ...
 
 
-def human_bytes(n: float) -> str:
-    """Decimal units like `hf download` and `du --si`: 91.6 MB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 def summarize(p: Progress) -> str:
-    """`42% 38.5 MB/91.6 MB 12.1 MB/s` (rate omitted when unknown or finished)."""
-    text = f"{p['percent']}% {human_bytes(p['bytesDone'])}/{human_bytes(p['bytesTotal'])}"
-    rate = p.get("bytesPerSecond") or 0
-    if rate > 0 and p.get("phase") == "Downloading":
-        text += f" {human_bytes(rate)}/s"
-    return text
+    """The Progress printer column, e.g. `42% of 91.6 MB, 12.1 MB/s, ETA 4s` (`models.progress_summary`)."""
+    planned = p["filesTotal"] > 0
+    return progress_summary(
+        phase=p["phase"],
+        percent=p["percent"] if planned else None,
+        bytes_done=p["bytesDone"],
+        bytes_total=p["bytesTotal"] if planned else None,
+        bytes_per_second=p.get("bytesPerSecond"),
+        eta_seconds=p.get("etaSeconds"),
+    )
 
 
 class ProgressTracker:
@@ -123,11 +110,12 @@ class ProgressTracker:
             self._update_rate()
             total, done = self.bytes_total, self.bytes_done
             if self.phase == "Ready":
-                percent = 100
+                percent = 100.0
             elif total > 0:
-                percent = min(99, done * 100 // total)
+                # Floored to 0.1 and below 100 until verified and published.
+                percent = min(99.9, (done * 1000 // total) / 10)
             else:
-                percent = 0
+                percent = 0.0
             rate = max(0, round(self._rate))
             p: Progress = {
                 "phase": self.phase,
@@ -223,21 +211,17 @@ class ConsoleSink:
         self._stream = stream or sys.stderr
         self.tty = self._stream.isatty() if tty is None else tty
         self._width = width
-        self._drawn = False
 
     def __call__(self, progress: Progress, /) -> None:
         phase = progress["phase"]
         files = f"{progress['filesDone']}/{progress['filesTotal']} files"
-        eta = progress.get("etaSeconds")
-        eta_text = f" eta {human_duration(eta)}" if eta and phase == "Downloading" else ""
         if self.tty:
-            filled = self._width * progress["percent"] // 100
+            filled = int(self._width * progress["percent"] // 100)
             bar = "#" * filled + "-" * (self._width - filled)
-            line = f"\r[{bar}] {progress['summary']} {files}{eta_text}\x1b[K"
+            line = f"\r[{bar}] {progress['summary']}, {files}\x1b[K"
             if phase != "Downloading":
                 line += "\n"
             self._stream.write(line)
-            self._drawn = phase == "Downloading"
         else:
-            self._stream.write(f"{phase.lower()}: {progress['summary']} {files}{eta_text}\n")
+            self._stream.write(f"{phase.lower()}: {progress['summary']}, {files}\n")
         self._stream.flush()

@@ -145,7 +145,8 @@ def fetch(
         try:
             result = _fetch(request, settings, tracker, cancel, hub)
         except errors.ModelDepotError as exc:
-            tracker.phase = "Interrupted" if isinstance(exc, errors.InterruptedFetchError) else "Failed"
+            # Interrupted (suspend, spec change, deletion): partial data stays for a resume.
+            tracker.phase = "Suspended" if isinstance(exc, errors.InterruptedFetchError) else "Failed"
             tracker.extra = {"reason": exc.reason, "message": exc.message[:MAX_MESSAGE]}
             raise
         except Exception as exc:
@@ -172,7 +173,7 @@ def _fetch(
         backoff_base=settings.backoff_base,
         backoff_max=settings.backoff_max,
     )
-    tracker.phase = "Resolving"
+    tracker.phase = "Downloading"  # summary: "Resolving files" until the plan is known
     snap = hub.snapshot(
         request.repo_id,
         revision=request.revision,
@@ -268,7 +269,6 @@ def _fetch(
         partial.record(FileEntry(v.path, v.size, v.sha256))
         tracker.file_done()
 
-    tracker.phase = "Downloading"
     downloaded = 0
     if items:
         headers = hub.download_headers()
@@ -299,7 +299,6 @@ def _fetch(
         commit=snap.commit,
         files=[entries[f.path] for f in snap.files],
     )
-    tracker.phase = "Publishing"
     layout.publish(version, manifest)
     log.info("published %s@%s at %s (%s)", snap.repo_id, snap.commit[:12], layout.target, manifest.digest)
     return result(manifest, downloaded, reused)

@@ -351,6 +351,8 @@ class Transfer:
             while pending:
                 done, pending = cf.wait(pending, timeout=0.25, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
+                    if fut.cancelled():
+                        continue
                     exc = fut.exception()
                     if exc is None:
                         results.append(fut.result())
