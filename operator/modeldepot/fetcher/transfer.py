@@ -248,7 +248,7 @@ class Transfer:
             try:
                 self._stream(state)
             except _Restart:
-                log.warning("%s: the server ignored the Range request; restarting the file", item.path)
+                log.warning("%s: unusable answer to a Range request; restarting the file", item.path)
                 self._on_adjust(-state.offset)
                 state.reset()
                 attempt += 1
@@ -274,8 +274,14 @@ class Transfer:
         try:
             with self._client.stream("GET", item.url, headers=headers) as response:
                 status = response.status_code
-                if offset and (
-                    status in (200, 416)
+                if offset and status == 200:
+                    # Range ignored: this body is the whole file, so take it from the start.
+                    log.warning("%s: the server ignored the Range request; restarting the file", item.path)
+                    self._on_adjust(-offset)
+                    state.reset()
+                    offset = 0
+                elif offset and (
+                    status == 416
                     or (
                         status == 206
                         and not response.headers.get("content-range", "").startswith(f"bytes {offset}-")

@@ -1,0 +1,154 @@
+"""Transfer: hashing in the same pass, blob-id verification, Range resume, redirects, errors."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localdev.hubemu import HubEmulator
+from modeldepot import errors
+from modeldepot.fetcher.hub import HubClient
+from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem, _write, git_blob_id
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+
+
+def test_git_blob_id_matches_git() -> None:
+    # `printf 'hello\n' | git hash-object --stdin`
+    assert git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+    assert git_blob_id(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+
+
+def test_enospc_is_insufficient_storage() -> None:
+    class Full:
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    item = TransferItem("f", "http://x/f", Path("/nonexistent"), 1, "0", None)
+    with pytest.raises(errors.InsufficientStorageError):
+        _write(Full(), b"x", item)  # type: ignore[arg-type]
+
+
+class _NoRangeHandler(BaseHTTPRequestHandler):
+    """Serves DATA, ignoring Range (200 with the full body), like some proxies do."""
+
+    seen: list[str | None] = []
+    cut_first: bool = True
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.headers.get("Range"))
+        body = DATA
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if type(self).cut_first:
+            type(self).cut_first = False
+            self.wfile.write(body[:300_000])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def norange() -> Iterator[str]:
+    _NoRangeHandler.seen = []
+    _NoRangeHandler.cut_first = True
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoRangeHandler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/f"
+    server.shutdown()
+    server.server_close()
+
+
+def _transfer(**kw: Any) -> Transfer:
+    kw.setdefault("headers", {})
+    kw.setdefault("retry", RetryPolicy(3, 0.01, 0.02))
+    return Transfer(**kw)
+
+
+def test_server_ignoring_range_restarts_the_file(norange: str, tmp_path: Path) -> None:
+    sha = hashlib.sha256(DATA).hexdigest()
+    item = TransferItem("f", norange, tmp_path / "f", len(DATA), "unused", sha)
+    done: list[int] = []
+    adjust: list[int] = []
+    with _transfer(on_bytes=done.append, on_adjust=adjust.append) as t:
+        v = t.fetch(item)
+    assert v.sha256 == sha
+    assert (tmp_path / "f").read_bytes() == DATA
+    assert _NoRangeHandler.seen == [None, "bytes=300000-"]
+    # progress: the 300 kB of the cut attempt were taken back when the file restarted
+    assert sum(done) + sum(adjust) == len(DATA)
+
+
+def test_non_lfs_file_is_verified_by_blob_id(norange: str, tmp_path: Path) -> None:
+    _NoRangeHandler.cut_first = False
+    good = TransferItem("f", norange, tmp_path / "f", len(DATA), git_blob_id(DATA), None)
+    with _transfer() as t:
+        assert t.fetch(good).sha256 == hashlib.sha256(DATA).hexdigest()
+    bad = TransferItem("g", norange, tmp_path / "g", len(DATA), git_blob_id(DATA + b"x"), None)
+    with _transfer() as t, pytest.raises(errors.ChecksumMismatchError):
+        t.fetch(bad)
+    assert not (tmp_path / "g").exists()
+
+
+def test_longer_body_than_listed_is_a_mismatch(norange: str, tmp_path: Path) -> None:
+    _NoRangeHandler.cut_first = False
+    item = TransferItem("f", norange, tmp_path / "f", len(DATA) - 1, "0", "0" * 64)
+    with _transfer() as t, pytest.raises(errors.ChecksumMismatchError):
+        t.fetch(item)
+
+
+def test_cdn_redirect_drops_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_TOKEN", "hf_redirect_secret")
+    with HubEmulator(lfs_redirect=True) as hub:
+        hub.add_repo_from_files("org/r", {"w.bin": (1 << 20, 5), "c.json": b"{}"})
+        hub.set_gated("org/r", "hf_redirect_secret")
+        client = HubClient(endpoint=hub.url)
+        snap = client.snapshot("org/r")
+        items = [
+            TransferItem(f.path, f.url, tmp_path / f.path, f.size, f.blob_id, f.sha256) for f in snap.files
+        ]
+        with _transfer(headers=client.download_headers()) as t:
+            results = {v.path: v for v in t.fetch_all(items)}
+        assert results["w.bin"].sha256 == hub.repo_files("org/r")["w.bin"]["sha256"]
+        gets = [r for r in hub.requests if r["method"] == "GET" and r.get("file") == "w.bin"]
+        assert [r["auth"] for r in gets] == [True, False]  # Hub with token, then "CDN" without
+        assert [r["status"] for r in gets] == [302, 200]
+
+
+def test_cancel_stops_all_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with HubEmulator(throttle_bps=1 << 20) as hub:
+        hub.add_repo_from_files("org/s", {f"f{i}.bin": (1 << 20, i) for i in range(4)})
+        snap = HubClient(endpoint=hub.url).snapshot("org/s")
+        items = [
+            TransferItem(f.path, f.url, tmp_path / f.path, f.size, f.blob_id, f.sha256) for f in snap.files
+        ]
+        cancel = threading.Event()
+        got: list[int] = []
+
+        def on_bytes(n: int) -> None:
+            got.append(n)
+            if sum(got) > 200_000:
+                cancel.set()
+
+        with (
+            _transfer(cancel=cancel, on_bytes=on_bytes, concurrency=4) as t,
+            pytest.raises(errors.InterruptedFetchError),
+        ):
+            t.fetch_all(items)
+        kept = sum(p.stat().st_size for p in tmp_path.glob("f*.bin"))
+        assert 0 < kept < 4 << 20
