@@ -29,6 +29,7 @@ from localdev.pki import Pki, ensure_pki
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = os.environ.get("K8S_VERSION", "1.36.3")
 SERVICE_CIDR = "10.0.0.0/24"
+CORE_PROCESSES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "podrunner")
 
 
 def cache_dir() -> Path:
@@ -324,7 +325,7 @@ class LocalCluster:
         raise TimeoutError(f"kube-apiserver not ready after {timeout}s")
 
     def _healthy(self, state: ClusterState) -> bool:
-        if not state.pids or not all(pid_alive(pid) for pid in state.pids.values()):
+        if not all(name in state.pids and pid_alive(state.pids[name]) for name in CORE_PROCESSES):
             return False
         pki = Pki(self.root / "pki")
         try:

@@ -297,7 +297,9 @@ class PodRunner:
     def _resolve_env(self, pod: Any, container: Any) -> dict[str, str]:
         env = {
             # the image stand-in: this interpreter's bin dir (modeldepot, hf) comes first
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
+            "PATH": os.pathsep.join(
+                [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+            ),
             "HOME": "/tmp",
             "HOSTNAME": pod.metadata.name,
             "KUBERNETES_SERVICE_HOST": self.host.rsplit(":", 1)[0],
@@ -337,9 +339,7 @@ class PodRunner:
                     env[var.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
                 except (ApiException, KeyError):
                     if not ref.optional:
-                        raise ContainerConfigError(
-                            f"secret {ref.name}/{ref.key} not found"
-                        ) from None
+                        raise ContainerConfigError(f"secret {ref.name}/{ref.key} not found") from None
             elif var.value_from.config_map_key_ref:
                 ref = var.value_from.config_map_key_ref
                 try:
@@ -347,9 +347,7 @@ class PodRunner:
                     env[var.name] = (config_map.data or {})[ref.key]
                 except (ApiException, KeyError):
                     if not ref.optional:
-                        raise ContainerConfigError(
-                            f"configmap {ref.name}/{ref.key} not found"
-                        ) from None
+                        raise ContainerConfigError(f"configmap {ref.name}/{ref.key} not found") from None
             elif var.value_from.field_ref:
                 env[var.name] = field_values.get(var.value_from.field_ref.field_path, "")
         return env

@@ -66,11 +66,21 @@ def _announce(body: Mapping[str, Any], outcome: Outcome | None) -> None:
             message=f"cancelled {outcome.deleted} download Job(s): the spec changed or was suspended",
         )
     if outcome.created:
-        kopf.event(body, type="Normal", reason="DownloadStarted", message=f"created {outcome.created} download Job(s)")
+        kopf.event(
+            body,
+            type="Normal",
+            reason="DownloadStarted",
+            message=f"created {outcome.created} download Job(s)",
+        )
     if outcome.phase == "Ready" and outcome.previous_phase != "Ready":
         kopf.event(body, type="Normal", reason="Ready", message=outcome.message or "verified and published")
     if outcome.phase == "Failed" and outcome.previous_phase != "Failed":
-        kopf.event(body, type="Warning", reason=outcome.reason or "Failed", message=outcome.message or "download failed")
+        kopf.event(
+            body,
+            type="Warning",
+            reason=outcome.reason or "Failed",
+            message=outcome.message or "download failed",
+        )
 
 
 @kopf.on.startup()
@@ -120,15 +130,20 @@ async def fetch_job_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
         _announce(artifact_ref, outcome)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, field="status.nodes")
-async def node_progress_changed(body: kopf.Body, namespace: str, name: str, type: str | None, **_: Any) -> None:
-    """Node-local fetchers patch status.nodes; fold them into status.progress and the phase."""
-    if type != "MODIFIED" or not body.spec.get("storage", {}).get("nodeLocal"):
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def status_changed(body: kopf.Body, namespace: str, name: str, type: str | None, **_: Any) -> None:
+    """Fetchers patch progress; fold it into the phase (and, node-local, the aggregate)."""
+    if type != "MODIFIED" or body.metadata.get("deletionTimestamp"):
+        return
+    status = body.get("status") or {}
+    node_local = bool(body.spec.get("storage", {}).get("nodeLocal"))
+    progress_phase = (status.get("progress") or {}).get("phase")
+    if not node_local and progress_phase == status.get("phase"):
         return
     try:
         _announce(body, await reconcile(namespace, name, _settings))
-    except ModelDepotError as error:
-        log.warning("aggregation for %s/%s failed: %s", namespace, name, error)
+    except ModelDepotError as error:  # event handlers are not retried; the timer catches up
+        log.warning("reconcile of %s/%s after a status change failed: %s", namespace, name, error)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=_settings.resync_seconds, initial_delay=_settings.resync_seconds)
@@ -146,7 +161,12 @@ async def deleted(body: kopf.Body, runtime: Any, **_: Any) -> None:
     for reason, message in step.warnings:
         kopf.event(body, type="Warning", reason=reason, message=message)
     policy = body.spec.get("deletionPolicy", "Delete")
-    kopf.event(body, type="Normal", reason="Deleted", message=f"downloads cancelled; files {'kept' if policy == 'Retain' else 'removed'}")
+    kopf.event(
+        body,
+        type="Normal",
+        reason="Deleted",
+        message=f"downloads cancelled; files {'kept' if policy == 'Retain' else 'removed'}",
+    )
 
 
 def run_operator(settings: OperatorSettings) -> None:
