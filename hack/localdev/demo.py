@@ -163,7 +163,9 @@ class Demo:
                 if row_without_age != last:
                     print(table[1], flush=True)
                     last = row_without_age
-            body = json.loads(self.kubectl("get", "ma", NAME, "-n", NAMESPACE, "-o", "json").stdout)
+            body: dict[str, Any] = json.loads(
+                self.kubectl("get", "ma", NAME, "-n", NAMESPACE, "-o", "json").stdout
+            )
             status = body.get("status") or {}
             if status.get("observedGeneration") == body["metadata"]["generation"] and status.get("phase") in (
                 "Ready",

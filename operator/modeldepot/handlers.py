@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import kopf
@@ -54,8 +54,11 @@ def kopf_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return wrapper
 
 
-def _announce(body: Mapping[str, Any], outcome: Outcome | None) -> None:
-    """Kubernetes Events for what users care about: started, cancelled, ready, failed."""
+def _announce(body: Any, outcome: Outcome | None) -> None:
+    """Kubernetes Events for what users care about: started, cancelled, ready, failed.
+
+    `body` is the artifact's body or a minimal object reference (apiVersion, kind, metadata).
+    """
     if outcome is None:
         return
     if outcome.deleted:
@@ -100,7 +103,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf_errors
-async def spec_changed(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+async def spec_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    assert namespace is not None  # ModelArtifact is namespaced
     _announce(body, await reconcile(namespace, name, _settings))
 
 
@@ -110,7 +114,8 @@ async def spec_changed(body: kopf.Body, namespace: str, name: str, **_: Any) -> 
     "jobs",
     labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: FETCHER_APP, LABEL_ARTIFACT: kopf.PRESENT},
 )
-async def fetch_job_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+async def fetch_job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    assert namespace is not None
     owner = next(
         (ref for ref in body.metadata.get("ownerReferences", []) if ref.get("kind") == "ModelArtifact"), None
     )
@@ -131,9 +136,9 @@ async def fetch_job_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def status_changed(body: kopf.Body, namespace: str, name: str, type: str | None, **_: Any) -> None:
+async def status_changed(body: kopf.Body, namespace: str | None, name: str, type: str, **_: Any) -> None:
     """Fetchers patch progress; fold it into the phase (and, node-local, the aggregate)."""
-    if type != "MODIFIED" or body.metadata.get("deletionTimestamp"):
+    if namespace is None or type != "MODIFIED" or body.metadata.get("deletionTimestamp"):
         return
     status = body.get("status") or {}
     node_local = bool(body.spec.get("storage", {}).get("nodeLocal"))
@@ -148,7 +153,8 @@ async def status_changed(body: kopf.Body, namespace: str, name: str, type: str |
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=_settings.resync_seconds, initial_delay=_settings.resync_seconds)
 @kopf_errors
-async def resync(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+async def resync(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    assert namespace is not None
     _announce(body, await reconcile(namespace, name, _settings))
 
 

@@ -164,7 +164,11 @@ def _invalid_spec(body: Mapping[str, Any], message: str) -> Outcome:
     patch = {
         "observedGeneration": generation,
         "phase": "Failed",
-        "conditions": [cond(decisions.READY, "False"), cond(decisions.RECONCILING, "False"), cond(decisions.STALLED, "True")],
+        "conditions": [
+            cond(decisions.READY, "False"),
+            cond(decisions.RECONCILING, "False"),
+            cond(decisions.STALLED, "True"),
+        ],
     }
     current = body.get("status") or {}
     if changed(current, patch):
@@ -330,8 +334,8 @@ def _finalize_sync(body: Mapping[str, Any], runtime: float, settings: OperatorSe
     pending = []
     for node in targets:
         job_name = builders.cleanup_job_name(name, node)
-        job = cleanup_jobs.get(job_name)
-        if job is None:
+        cleanup = cleanup_jobs.get(job_name)
+        if cleanup is None:
             kube.create_job(
                 builders.cleanup_job(
                     artifact,
@@ -342,7 +346,7 @@ def _finalize_sync(body: Mapping[str, Any], runtime: float, settings: OperatorSe
             )
             pending.append(job_name)
             continue
-        state = decisions.JobState.from_job(job)
+        state = decisions.JobState.from_job(cleanup)
         if state.failure_reason:
             warnings.append(("CleanupFailed", f"cleanup Job {job_name} failed: {state.failure_message}"))
         elif not state.complete:
