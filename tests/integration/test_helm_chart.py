@@ -594,3 +594,27 @@ def test_examples_pass_server_side_validation(cluster: ClusterHandle, namespace:
         str(ROOT / "examples" / example),
     )
     assert "(server dry run)" in result.stdout
+
+
+@pytest.mark.parametrize(("scope", "where"), [("cluster", "<namespace>"), ("namespaces", "ml")])
+def test_notes_tell_the_next_step(helm_bin: Path, cluster: ClusterHandle, scope: str, where: str) -> None:
+    out = helm(
+        helm_bin,
+        "install",
+        "notes",
+        str(CHART),
+        "-n",
+        "default",
+        "--dry-run=server",
+        "--set",
+        "crds.enabled=false",
+        "--set",
+        f"rbac.scope={scope}",
+        "--set",
+        "rbac.namespaces={ml}",
+        kubeconfig=cluster.kubeconfig,
+    ).stdout
+    notes = out.split("NOTES:", 1)[1]
+    assert f"kubectl apply -n {where} -f examples/pvc-model.yaml" in notes
+    assert f"kubectl get ma -n {where} -w" in notes
+    assert f"kubectl wait -n {where} --for=condition=Ready modelartifact/minilm" in notes
