@@ -14,9 +14,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modeldepot import __version__
-from modeldepot.fetcher.progress import ProgressSink
+
+if TYPE_CHECKING:
+    from modeldepot.fetcher.progress import ProgressSink
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import httpcore
 import httpx
 
 from modeldepot import errors
@@ -29,6 +30,19 @@ from modeldepot import errors
 log = logging.getLogger(__name__)
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_SOCKET_READ = 1 << 20
+
+
+def _tune_httpcore() -> None:
+    """Read sockets 1 MiB at a time instead of httpcore's 64 KiB.
+
+    Per-read h11 parsing is the main CPU cost of a large download after sha256 (measured ~25% less
+    client CPU per GiB on loopback). A private class attribute: if it disappears, nothing changes.
+    """
+    conn = getattr(getattr(httpcore, "_sync", None), "http11", None)
+    cls = getattr(conn, "HTTP11Connection", None)
+    if cls is not None and getattr(cls, "READ_NUM_BYTES", _SOCKET_READ) < _SOCKET_READ:
+        cls.READ_NUM_BYTES = _SOCKET_READ
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,7 @@ class Transfer:
         on_file: Callable[[VerifiedFile], None] = lambda f: None,
         stop_grace: float = 5.0,
     ) -> None:
+        _tune_httpcore()
         self._concurrency = concurrency
         self._chunk = chunk_size
         self._retry = retry or RetryPolicy()
