@@ -57,5 +57,7 @@ class FetchSettings(BaseSettings):
     backoff_max: float = Field(default=20.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
+    fsync: bool = True
+    """fsync each verified file and the published directories (durable across node crashes)."""
     stop_grace: float = Field(default=5.0, ge=0)
     """Seconds to wait for in-flight transfers to notice a stop request before giving up on them."""

@@ -195,8 +195,11 @@ class Layout:
         self.meta.mkdir(parents=True, exist_ok=True)
         return shutil.disk_usage(self.meta).free
 
-    def publish(self, version: str, manifest: Manifest) -> Path:
-        """Write the manifest, move staging into the store, swap the symlink, drop other versions."""
+    def publish(self, version: str, manifest: Manifest, *, fsync: bool = False) -> Path:
+        """Write the manifest, move staging into the store, swap the symlink, drop other versions.
+
+        With `fsync`, the directory entries are made durable too (file contents are the caller's).
+        """
         staging = self.staging_dir(version)
         store = self.store_dir(version)
         manifest.write(staging)
@@ -207,8 +210,15 @@ class Layout:
             if self.current_version() == version:
                 raise errors.DownloadFailedError(f"refusing to replace the published directory {store}")
             shutil.rmtree(store)
+        if fsync:
+            for dirpath, _, _ in os.walk(staging):
+                _fsync_dir(Path(dirpath))
         os.rename(staging, store)
+        if fsync:
+            _fsync_dir(self.store_parent)
         self._swap_symlink(store)
+        if fsync:
+            _fsync_dir(self.target.parent)
         self.remove_other_versions(version)
         return store
 
@@ -258,6 +268,14 @@ class Layout:
             (self.target.parent, self.root),
         ):
             _remove_empty_parents(leaf, top)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove_empty_parents(path: Path, top: Path) -> None:

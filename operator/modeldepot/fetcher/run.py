@@ -284,6 +284,7 @@ def _fetch(
             on_adjust=lambda n: tracker.add_bytes(n, transferred=False),
             on_file=on_file,
             stop_grace=settings.stop_grace,
+            fsync=settings.fsync,
         ) as transfer:
             try:
                 for v in transfer.fetch_all(items):
@@ -299,7 +300,7 @@ def _fetch(
         commit=snap.commit,
         files=[entries[f.path] for f in snap.files],
     )
-    layout.publish(version, manifest)
+    layout.publish(version, manifest, fsync=settings.fsync)
     log.info("published %s@%s at %s (%s)", snap.repo_id, snap.commit[:12], layout.target, manifest.digest)
     return result(manifest, downloaded, reused)
 

@@ -14,6 +14,7 @@ import concurrent.futures as cf
 import errno
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
@@ -168,6 +169,7 @@ class Transfer:
         on_adjust: Callable[[int], None] = lambda n: None,
         on_file: Callable[[VerifiedFile], None] = lambda f: None,
         stop_grace: float = 5.0,
+        fsync: bool = True,
     ) -> None:
         _tune_httpcore()
         self._concurrency = concurrency
@@ -179,6 +181,7 @@ class Transfer:
         self._on_adjust = on_adjust
         self._on_file = on_file
         self._stop_grace = stop_grace
+        self._fsync = fsync
         self._client = httpx.Client(
             headers=headers,
             follow_redirects=True,
@@ -226,6 +229,13 @@ class Transfer:
             raise errors.ChecksumMismatchError(
                 f"{item.path}: downloaded bytes do not match the Hub's {expected}"
             )
+        if self._fsync:
+            # Durable before it is recorded as verified (and later published).
+            fd = os.open(item.dest, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self._on_file(result)
         return result
 
