@@ -262,8 +262,8 @@ class Transfer:
 
     def _download(self, state: _FileState) -> None:
         item = state.item
-        if item.size == 0 or state.offset == 0:
-            # Creates (or truncates) the staging file even for empty files, which need no request.
+        if item.size == 0:
+            # Empty files need no request; just create (or truncate) the staging file.
             with item.dest.open("wb"):
                 pass
         attempt = 0
