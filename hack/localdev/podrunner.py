@@ -52,6 +52,7 @@ from kubernetes.client.rest import ApiException
 STORAGE_CLASS = "local"
 PROVISIONER = "modeldepot.dev/local-dir"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVED_LABEL = "localdev.modeldepot.dev/podrunner"
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class PodRunner:
     def __init__(self, cluster_dir: Path, nodes: tuple[FakeNode, ...] = DEFAULT_NODES) -> None:
         self.cluster_dir = cluster_dir
         self.nodes = {node.name: node for node in nodes}
+        # every Node labelled SERVED_LABEL is ours: the defaults and any a test adds later
+        self.served: set[str] = set()
         config.load_kube_config(str(cluster_dir / "podrunner.kubeconfig"))
         self.api_client = client.ApiClient()
         self.core = client.CoreV1Api(self.api_client)
@@ -122,6 +125,7 @@ class PodRunner:
                 "kubernetes.io/hostname": node.name,
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
+                SERVED_LABEL: "true",
                 **node.labels,
             }
             body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": labels}}
@@ -130,43 +134,51 @@ class PodRunner:
             except ApiException as error:
                 if error.status != 409:
                     raise
-            capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
-            condition = {
-                "type": "Ready",
-                "status": "True",
-                "reason": "PodRunnerReady",
-                "message": "modeldepot pod runner (kubelet stand-in) is serving this node",
-                "lastHeartbeatTime": now(),
-                "lastTransitionTime": now(),
+            self.serve_node(node.name)
+        self.ensure_storage_class()
+
+    def serve_node(self, name: str) -> None:
+        """Report a node Ready, as its kubelet would, and start running its pods."""
+        self.served.add(name)
+        capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        condition = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "PodRunnerReady",
+            "message": "modeldepot pod runner (kubelet stand-in) is serving this node",
+            "lastHeartbeatTime": now(),
+            "lastTransitionTime": now(),
+        }
+        status = {
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "conditions": [condition],
+                "addresses": [
+                    {"type": "InternalIP", "address": "127.0.0.1"},
+                    {"type": "Hostname", "address": name},
+                ],
+                "nodeInfo": {
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "kubeletVersion": "v0.0.0-modeldepot-podrunner",
+                    "kubeProxyVersion": "",
+                    "containerRuntimeVersion": "local-process://",
+                    "kernelVersion": os.uname().release,
+                    "osImage": "modeldepot local",
+                    "bootID": "",
+                    "machineID": "",
+                    "systemUUID": "",
+                },
             }
-            status = {
-                "status": {
-                    "capacity": capacity,
-                    "allocatable": capacity,
-                    "conditions": [condition],
-                    "addresses": [
-                        {"type": "InternalIP", "address": "127.0.0.1"},
-                        {"type": "Hostname", "address": node.name},
-                    ],
-                    "nodeInfo": {
-                        "architecture": "amd64",
-                        "operatingSystem": "linux",
-                        "kubeletVersion": "v0.0.0-modeldepot-podrunner",
-                        "kubeProxyVersion": "",
-                        "containerRuntimeVersion": "local-process://",
-                        "kernelVersion": os.uname().release,
-                        "osImage": "modeldepot local",
-                        "bootID": "",
-                        "machineID": "",
-                        "systemUUID": "",
-                    },
-                }
-            }
-            self.core.patch_node_status(node.name, status)
-            # TaintNodesByCondition admission adds not-ready taints at creation; with the node
-            # lifecycle controller off, the "kubelet" clears them once it reports Ready
-            self.core.patch_node(node.name, {"spec": {"taints": None}})
-            (self.cluster_dir / "nodes" / node.name).mkdir(parents=True, exist_ok=True)
+        }
+        self.core.patch_node_status(name, status)
+        # TaintNodesByCondition admission adds not-ready taints at creation; with the node
+        # lifecycle controller off, the "kubelet" clears them once it reports Ready
+        self.core.patch_node(name, {"spec": {"taints": None}})
+        (self.cluster_dir / "nodes" / name).mkdir(parents=True, exist_ok=True)
+
+    def ensure_storage_class(self) -> None:
         try:
             self.storage.create_storage_class(
                 {
@@ -231,10 +243,19 @@ class PodRunner:
         shutil.rmtree(self.cluster_dir / "volumes" / volume.metadata.name, ignore_errors=True)
         log(f"deleted released volume {volume.metadata.name}")
 
+    def on_node(self, event_type: str, node: Any) -> None:
+        name = node.metadata.name
+        if event_type == "DELETED":
+            self.served.discard(name)
+            return
+        ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+        if name not in self.served or not ready:
+            self.serve_node(name)
+
     # -- pods -----------------------------------------------------------------------------------
     def on_pod(self, event_type: str, pod: Any) -> None:
         node = pod.spec.node_name
-        if node not in self.nodes:
+        if node not in self.served:
             return
         uid = pod.metadata.uid
         with self.lock:
@@ -694,6 +715,7 @@ class PodRunner:
                 {},
             ),
             (self.core.list_persistent_volume, lambda _t, volume: self.reclaim_volume(volume), {}),
+            (self.core.list_node, self.on_node, {"label_selector": f"{SERVED_LABEL}=true"}),
         ]
         for list_fn, handler, kwargs in loops:
             threading.Thread(
@@ -701,7 +723,7 @@ class PodRunner:
             ).start()
         if ready_file:
             ready_file.write_text(now())
-        log(f"serving nodes {', '.join(self.nodes)}")
+        log(f"serving nodes {', '.join(sorted(self.served))}")
         self.stopped.wait()
 
     def shutdown(self) -> None:

@@ -272,14 +272,12 @@ def _cleanup_targets(
     if claim_spec is not None:
         if claim_spec.create is not None:
             return [], []  # the claim is ours and goes with the artifact, files and all
-        if kube.get_claim(artifact.namespace, claim_spec.claim_name) is None:
-            warnings.append(
-                (
-                    "StorageGone",
-                    f"PersistentVolumeClaim {claim_spec.claim_name!r} is gone; nothing to clean up",
-                )
-            )
-            return [], warnings
+        claim = kube.get_claim(artifact.namespace, claim_spec.claim_name)
+        if claim is None or claim["metadata"].get("deletionTimestamp"):
+            # a claim being deleted admits no new pods; its files go with its volume
+            state = "is gone" if claim is None else "is being deleted"
+            message = f"PersistentVolumeClaim {claim_spec.claim_name!r} {state}; nothing to clean up"
+            return [], [("StorageGone", message)]
         return [None], warnings
     known = set(artifact.status.nodes)
     known.update(
