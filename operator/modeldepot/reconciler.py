@@ -146,6 +146,24 @@ def _blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
     return None
 
 
+# namespace -> monotonic time its fetcher identity was last ensured
+_identity_checked: dict[str, float] = {}
+IDENTITY_RECHECK_SECONDS = 600
+
+
+def _ensure_fetcher_identity(namespace: str) -> None:
+    """The fetcher's ServiceAccount/Role/RoleBinding; re-checked every few minutes, not per event."""
+    checked = _identity_checked.get(namespace)
+    if checked is not None and time.monotonic() - checked < IDENTITY_RECHECK_SECONDS:
+        return
+    kube.ensure_fetcher_identity(
+        builders.fetcher_service_account(namespace),
+        builders.fetcher_role(namespace),
+        builders.fetcher_role_binding(namespace),
+    )
+    _identity_checked[namespace] = time.monotonic()
+
+
 def _invalid_spec(body: Mapping[str, Any], message: str) -> Outcome:
     """A spec the schema let through but the operator cannot act on: say so in status, do nothing."""
     generation = body["metadata"].get("generation")
@@ -185,11 +203,7 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
         artifact = ModelArtifact.from_body(body)
     except ValidationError as error:
         return _invalid_spec(body, validation_message(error))
-    kube.ensure_fetcher_identity(
-        builders.fetcher_service_account(namespace),
-        builders.fetcher_role(namespace),
-        builders.fetcher_role_binding(namespace),
-    )
+    _ensure_fetcher_identity(namespace)
     nodes = decisions.matching_nodes(artifact, kube.list_nodes()) if artifact.is_node_local else None
     jobs, durations = _job_states(namespace, name, artifact)
     blocker = _blocker(artifact)
