@@ -268,6 +268,65 @@ def _annotations(artifact: ModelArtifact, node: str | None) -> dict[str, str]:
     return annotations
 
 
+def _data_container(
+    name: str,
+    image: str,
+    pull: str | None,
+    *,
+    args: list[str],
+    resources: dict[str, Any],
+    env: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A `modeldepot` container working on the data volume at /data (fetch or cleanup)."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": ["modeldepot"],
+        "args": args,
+        "resources": resources,
+        "securityContext": _restricted_container_security(),
+        "volumeMounts": [
+            {"name": "data", "mountPath": DATA_MOUNT},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if env is not None:
+        container["env"] = env
+    if pull:
+        container["imagePullPolicy"] = pull
+    return container
+
+
+def _data_pod_spec(
+    artifact: ModelArtifact, container: dict[str, Any], node: str | None, *, service_account: str | None
+) -> dict[str, Any]:
+    """The pod of a fetch or cleanup Job: the data volume, and for node-local the node pinning.
+
+    Without a service account the pod gets no API token (cleanup needs no API access).
+    """
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never"}
+    if service_account is not None:
+        pod_spec["serviceAccountName"] = service_account
+    pod_spec.update(
+        {
+            "automountServiceAccountToken": service_account is not None,
+            "terminationGracePeriodSeconds": 30,
+            "securityContext": _pod_security(),
+            "containers": [container],
+            "volumes": [_data_volume(artifact), {"name": "tmp", "emptyDir": {}}],
+        }
+    )
+    if node is not None:
+        local = artifact.spec.storage.node_local
+        assert local is not None
+        pod_spec["affinity"] = _node_affinity(node)
+        if local.tolerations:
+            pod_spec["tolerations"] = [t.to_api() for t in local.tolerations]
+    return pod_spec
+
+
 def fetch_job(
     artifact: ModelArtifact,
     *,
@@ -294,39 +353,16 @@ def fetch_job(
     labels = common_labels(artifact, app=FETCHER_APP, node=node)
     labels[LABEL_GENERATION] = str(gen)
 
-    container: dict[str, Any] = {
-        "name": FETCH_CONTAINER,
-        "image": image,
-        "command": ["modeldepot"],
-        "args": fetch_args(artifact, node=node, generation=gen),
-        "env": _fetch_env(artifact, extra_env),
-        "resources": _resources(artifact),
-        "securityContext": _restricted_container_security(),
-        "volumeMounts": [
-            {"name": "data", "mountPath": DATA_MOUNT},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if pull:
-        container["imagePullPolicy"] = pull
-
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "serviceAccountName": service_account,
-        "automountServiceAccountToken": True,
-        "terminationGracePeriodSeconds": 30,
-        "securityContext": _pod_security(),
-        "containers": [container],
-        "volumes": [_data_volume(artifact), {"name": "tmp", "emptyDir": {}}],
-    }
+    container = _data_container(
+        FETCH_CONTAINER,
+        image,
+        pull,
+        args=fetch_args(artifact, node=node, generation=gen),
+        resources=_resources(artifact),
+        env=_fetch_env(artifact, extra_env),
+    )
+    pod_spec = _data_pod_spec(artifact, container, node, service_account=service_account)
     if node is not None:
-        local = artifact.spec.storage.node_local
-        assert local is not None
-        pod_spec["affinity"] = _node_affinity(node)
-        if local.tolerations:
-            pod_spec["tolerations"] = [t.to_api() for t in local.tolerations]
         pod_spec["initContainers"] = [_prepare_container(artifact, image)]
         if pull:
             pod_spec["initContainers"][0]["imagePullPolicy"] = pull
@@ -389,36 +425,14 @@ def cleanup_job(
     image = dl.image or image
     pull = dl.image_pull_policy or image_pull_policy
     labels = common_labels(artifact, app=CLEANUP_APP, node=node)
-    container: dict[str, Any] = {
-        "name": CLEANUP_CONTAINER,
-        "image": image,
-        "command": ["modeldepot"],
-        "args": ["cleanup", "--to", data_path(artifact)],
-        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": _restricted_container_security(),
-        "volumeMounts": [
-            {"name": "data", "mountPath": DATA_MOUNT},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if pull:
-        container["imagePullPolicy"] = pull
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": 30,
-        "securityContext": _pod_security(),
-        "containers": [container],
-        "volumes": [_data_volume(artifact), {"name": "tmp", "emptyDir": {}}],
-    }
-    if node is not None:
-        local = artifact.spec.storage.node_local
-        assert local is not None
-        pod_spec["affinity"] = _node_affinity(node)
-        if local.tolerations:
-            pod_spec["tolerations"] = [t.to_api() for t in local.tolerations]
+    container = _data_container(
+        CLEANUP_CONTAINER,
+        image,
+        pull,
+        args=["cleanup", "--to", data_path(artifact)],
+        resources={"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    )
+    pod_spec = _data_pod_spec(artifact, container, node, service_account=None)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
