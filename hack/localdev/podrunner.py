@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,8 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STASH_ROOT = Path("/run/modeldepot-podrunner")
 STORAGE_CLASS = "local"
 PROVISIONER = "modeldepot.dev/local-dir"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -463,7 +466,7 @@ class PodRunner:
                         (path / item.path).write_text(pod.metadata.name)
 
     def _container_argv(
-        self, container: Any, mounts: list[tuple[Path, str]], termination_file: Path
+        self, container: Any, mounts: list[tuple[Path, str]], termination_file: Path, stash: Path
     ) -> list[str]:
         command = list(container.command or [])
         if not command:
@@ -476,19 +479,25 @@ class PodRunner:
             raise RuntimeError(
                 f"container {container.name}: no command and no known entrypoint for {container.image}"
             )
-        script = ["set -e"]
-        for source, target in mounts:
-            kind = "-d" if source.is_dir() else "-f"
-            make = (
-                f"mkdir -p {shlex.quote(target)}"
-                if kind == "-d"
-                else (f"mkdir -p {shlex.quote(str(Path(target).parent))} && touch {shlex.quote(target)}")
-            )
-            script.append(f"[ -e {shlex.quote(target)} ] || {{ {make}; }}")
-            script.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
         termination_path = container.termination_message_path or "/dev/termination-log"
-        script.append(f"[ -e {shlex.quote(termination_path)} ] || touch {shlex.quote(termination_path)}")
-        script.append(f"mount --bind {shlex.quote(str(termination_file))} {shlex.quote(termination_path)}")
+        binds = sorted([*mounts, (termination_file, termination_path)], key=lambda m: len(Path(m[1]).parts))
+        # Sources are read through a private view of the host root taken before any mount, so a
+        # mount at /tmp cannot hide a source (or this repo, when it lives under /tmp).
+        script = ["set -e", f"mkdir -p {stash}", f"mount --rbind / {stash}"]
+        for source, target in binds:
+            quoted = shlex.quote(target)
+            if source.is_dir():
+                script.append(f"[ -e {quoted} ] || mkdir -p {quoted}")
+            else:
+                script.append(
+                    f"[ -e {quoted} ] || {{ mkdir -p {shlex.quote(str(Path(target).parent))}; touch {quoted}; }}"
+                )
+            script.append(f"mount --bind {shlex.quote(f'{stash}{source}')} {quoted}")
+        # the "image": this interpreter and the project stay visible even under a mounted target
+        for keep in sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix}):
+            if any(keep == t or keep.startswith(t.rstrip("/") + "/") for _, t in binds):
+                quoted = shlex.quote(keep)
+                script.append(f"mkdir -p {quoted} && mount --bind {shlex.quote(f'{stash}{keep}')} {quoted}")
         if container.working_dir:
             script.append(f"cd {shlex.quote(container.working_dir)}")
         script.append('exec "$@"')
@@ -524,7 +533,8 @@ class PodRunner:
         log_path = log_dir / f"{pod.metadata.namespace}_{pod.metadata.name}_{container.name}.log"
         started_at = now()
         env = self._wait_for_env(running, pod, container)
-        argv = self._container_argv(container, mounts, termination_file)
+        stash = STASH_ROOT / uuid.uuid4().hex
+        argv = self._container_argv(container, mounts, termination_file, stash)
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(
                 argv,
@@ -540,6 +550,8 @@ class PodRunner:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         exit_code = proc.wait()
+        with contextlib.suppress(OSError):
+            stash.rmdir()  # only the empty mount point is left on the host
         if exit_code < 0:
             exit_code = 128 - exit_code
         message = termination_file.read_text(errors="replace")[-4096:]

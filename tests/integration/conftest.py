@@ -206,11 +206,16 @@ class Artifacts:
         return self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
     def get(self, name: str) -> dict[str, Any] | None:
-        result = self.cluster.kubectl("get", "ma", name, "-n", self.namespace, "-o", "json", check=False)
-        if result.returncode != 0:
-            return None
-        data: dict[str, Any] = json.loads(result.stdout)
-        return data
+        # the Python client, not kubectl: tests poll this several times a second
+        try:
+            body: dict[str, Any] = client.CustomObjectsApi(self.cluster.api).get_namespaced_custom_object(
+                "modeldepot.dev", "v1alpha1", self.namespace, "modelartifacts", name
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return body
 
     def status(self, name: str) -> dict[str, Any]:
         body = self.get(name)
@@ -236,16 +241,14 @@ class Artifacts:
             ) from None
 
     def jobs(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.cluster.kubectl_json(
-            "get", "jobs", "-n", self.namespace, "-l", f"app.kubernetes.io/name={app}"
-        )["items"]
-        return items
+        batch = client.BatchV1Api(self.cluster.api)
+        found = batch.list_namespaced_job(self.namespace, label_selector=f"app.kubernetes.io/name={app}")
+        return [self.cluster.api.sanitize_for_serialization(job) for job in found.items]
 
     def pods(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.cluster.kubectl_json(
-            "get", "pods", "-n", self.namespace, "-l", f"app.kubernetes.io/name={app}"
-        )["items"]
-        return items
+        core = client.CoreV1Api(self.cluster.api)
+        found = core.list_namespaced_pod(self.namespace, label_selector=f"app.kubernetes.io/name={app}")
+        return [self.cluster.api.sanitize_for_serialization(pod) for pod in found.items]
 
     def delete(self, name: str, *, wait: bool = True, timeout: str = "90s") -> None:
         args = [
@@ -260,10 +263,9 @@ class Artifacts:
         self.cluster.kubectl(*args)
 
     def events(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.cluster.kubectl_json(
-            "get", "events", "-n", self.namespace, "--field-selector", "involvedObject.kind=ModelArtifact"
-        )["items"]
-        return items
+        core = client.CoreV1Api(self.cluster.api)
+        found = core.list_namespaced_event(self.namespace, field_selector="involvedObject.kind=ModelArtifact")
+        return [self.cluster.api.sanitize_for_serialization(event) for event in found.items]
 
 
 @pytest.fixture
@@ -271,11 +273,19 @@ def artifacts(cluster: ClusterHandle, operator: OperatorHandle, namespace: str) 
     handle = Artifacts(cluster, namespace)
     yield handle
     # delete artifacts before the namespace goes, so finalizers run while the operator is up
-    remaining = cluster.kubectl_json("get", "ma", "-n", namespace)["items"]
-    for item in remaining:
+    custom = client.CustomObjectsApi(cluster.api)
+
+    def remaining() -> list[dict[str, Any]]:
+        listing = custom.list_namespaced_custom_object(
+            "modeldepot.dev", "v1alpha1", namespace, "modelartifacts"
+        )
+        items: list[dict[str, Any]] = listing["items"]
+        return items
+
+    for item in remaining():
         handle.delete(item["metadata"]["name"], wait=False)
     wait_until(
-        lambda: not cluster.kubectl_json("get", "ma", "-n", namespace)["items"],
+        lambda: not remaining(),
         timeout=120,
         what=f"artifacts in {namespace} to be finalized",
     )

@@ -231,3 +231,30 @@ def test_claim_of_local_class_is_bound_to_a_directory(cluster: ClusterHandle, na
     from pathlib import Path
 
     assert (Path(pv["spec"]["hostPath"]["path"]) / "file").read_text() == "payload\n"
+
+
+def test_volumes_mount_at_their_paths_even_over_tmp(cluster: ClusterHandle, namespace: str) -> None:
+    """An emptyDir at /tmp must not hide other volumes, the node's directories or the "image"."""
+    manifest = job_manifest(
+        "mounts",
+        namespace,
+        "echo scratch > /tmp/scratch && echo data > /data/file && modeldepot --version > /dev/termination-log",
+        volumes=[
+            {"name": "tmp", "emptyDir": {}},
+            {
+                "name": "data",
+                "hostPath": {"path": f"/var/lib/mounts/{namespace}", "type": "DirectoryOrCreate"},
+            },
+        ],
+        nodeSelector={"kubernetes.io/hostname": "md-node-b"},
+    )
+    manifest["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [  # type: ignore[index]
+        {"name": "data", "mountPath": "/data"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Complete", "job/mounts", "--timeout=60s")
+    pod = cluster.kubectl_json("get", "pods", "-n", namespace, "-l", "job-name=mounts")["items"][0]
+    assert "modeldepot" in pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    host_file = cluster.node_dir("md-node-b") / "var/lib/mounts" / namespace / "file"
+    assert host_file.read_text() == "data\n"

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import Artifacts
-from localdev.argocd import load_health_check
-from localdev.kstatus import Status, compute
 from test_operator_lifecycle import pvc_spec, unique_repo
 from waiting import wait_until
+
+from localdev.argocd import load_health_check
+from localdev.kstatus import Status, compute
 
 
 def test_health_of_real_objects_through_their_lifecycle(hub: Any, artifacts: Artifacts) -> None:
