@@ -199,3 +199,35 @@ def test_delete_policy_removes_files_from_an_existing_claim_and_retain_keeps_the
     assert files_digest(volume / "kept") == kept_digest
     cleanup_reasons = {event["reason"] for event in artifacts.events()}
     assert "Deleted" in cleanup_reasons
+
+
+def test_delete_mid_download_on_nodes_leaves_no_partial_files(
+    hub: Any, artifacts: Artifacts, cluster: ClusterHandle
+) -> None:
+    repo = unique_repo()
+    hub.add_repo_from_files(repo, {"big.safetensors": (40_000_000, 11), "config.json": b"{}"})
+    hub.set_throttle(4_000_000, repo_id=repo)
+    artifacts.apply(
+        "partial",
+        {
+            "source": {"huggingFace": {"repo": repo, "endpoint": hub.url}},
+            "storage": {"nodeLocal": {"nodeSelector": {"topology.kubernetes.io/zone": "zone-b"}}},
+        },
+    )
+    root = cluster.node_dir("md-node-b") / "var/lib/modeldepot"
+    staging = root / ".modeldepot" / "staging" / artifacts.namespace / "partial"
+    wait_until(
+        lambda: any(p.is_file() and p.stat().st_size > 0 for p in staging.rglob("*")),
+        timeout=60,
+        what="partial bytes on the node",
+    )
+    artifacts.delete("partial", timeout="60s")
+    assert artifacts.get("partial") is None
+    wait_until(
+        lambda: not artifacts.pods() and not artifacts.jobs(), timeout=30, what="fetch Jobs and pods gone"
+    )
+    leftovers = [
+        p for p in (root / ".modeldepot").rglob("*") if artifacts.namespace in p.parts and p.is_file()
+    ]
+    assert not leftovers, leftovers
+    assert not (root / artifacts.namespace / "partial").exists()
