@@ -86,6 +86,16 @@ def _announce(body: Any, outcome: Outcome | None) -> None:
         )
 
 
+async def _reconcile_from_event(namespace: str, name: str, trigger: str) -> Outcome | None:
+    """Reconcile from a watch event; event handlers are not retried, so errors are logged and the
+    periodic resync catches up."""
+    try:
+        return await reconcile(namespace, name, _settings)
+    except ModelDepotError as error:
+        log.warning("reconcile of %s/%s after %s failed: %s", namespace, name, trigger, error)
+        return None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
@@ -121,11 +131,7 @@ async def fetch_job_changed(body: kopf.Body, namespace: str | None, **_: Any) ->
     )
     if owner is None:
         return
-    try:
-        outcome = await reconcile(namespace, owner["name"], _settings)
-    except ModelDepotError as error:  # event handlers are not retried; the timer catches up
-        log.warning("reconcile of %s/%s after a Job change failed: %s", namespace, owner["name"], error)
-        return
+    outcome = await _reconcile_from_event(namespace, owner["name"], "a Job change")
     if outcome is not None:
         artifact_ref = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -145,10 +151,7 @@ async def status_changed(body: kopf.Body, namespace: str | None, name: str, type
     progress_phase = (status.get("progress") or {}).get("phase")
     if not node_local and progress_phase == status.get("phase"):
         return
-    try:
-        _announce(body, await reconcile(namespace, name, _settings))
-    except ModelDepotError as error:  # event handlers are not retried; the timer catches up
-        log.warning("reconcile of %s/%s after a status change failed: %s", namespace, name, error)
+    _announce(body, await _reconcile_from_event(namespace, name, "a status change"))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=_settings.resync_seconds, initial_delay=_settings.resync_seconds)
