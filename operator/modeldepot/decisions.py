@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import builders
+from .formatting import compute_percent, format_bytes, progress_summary
 from .models import (
     LABEL_GENERATION,
     LABEL_NODE,
@@ -23,10 +24,7 @@ from .models import (
     ModelArtifact,
     Progress,
     Toleration,
-    compute_percent,
-    format_bytes,
     parse_termination_message,
-    progress_summary,
 )
 
 READY = "Ready"

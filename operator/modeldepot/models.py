@@ -2,14 +2,12 @@
 
 This module is the Python twin of ``crds/modelartifacts.yaml``: field names (camelCase aliases), defaults
 and bounds are identical to the CRD's, and ``tests/unit/test_crd.py`` checks that they stay so. It also
-holds the names fixed by docs/internals.md and the two formatting helpers (``format_bytes``,
-``progress_summary``) shared by the fetcher and the operator. Pure: no I/O, no Kubernetes client.
+holds the names fixed by docs/internals.md. Pure: no I/O, no Kubernetes client.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
@@ -345,82 +343,3 @@ def parse_termination_message(text: str | None) -> JobResult | None:
         return JobResult.model_validate(data)
     except ValidationError:
         return None
-
-
-# -------------------------------------------------------------------------------------- formatting
-
-_SI_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-
-
-def format_bytes(n: float | None) -> str:
-    """SI size for humans: 0 -> "0 B", 91_600_000 -> "91.6 MB"."""
-    if n is None:
-        return "?"
-    value = float(n)
-    if abs(value) < 1000:
-        return f"{int(value)} B"
-    for unit in _SI_UNITS[1:]:
-        value /= 1000.0
-        if abs(round(value, 1)) < 1000 or unit == _SI_UNITS[-1]:
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def format_duration(seconds: float | None) -> str:
-    """Short duration for ETAs: "42s", "4m05s", "2h03m"."""
-    if seconds is None or seconds < 0 or not math.isfinite(seconds):
-        return "?"
-    s = math.ceil(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def compute_percent(bytes_done: int | None, bytes_total: int | None) -> float | None:
-    """Percent of bytes done, 0-100, rounded to 0.1; 100 for an empty total."""
-    if bytes_done is None or bytes_total is None:
-        return None
-    if bytes_total <= 0:
-        return 100.0
-    return round(min(100.0, max(0.0, bytes_done * 100.0 / bytes_total)), 1)
-
-
-def progress_summary(
-    *,
-    phase: str | None = None,
-    percent: float | None = None,
-    bytes_done: int | None = None,
-    bytes_total: int | None = None,
-    bytes_per_second: float | None = None,
-    eta_seconds: float | None = None,
-    nodes_ready: int | None = None,
-    nodes_total: int | None = None,
-) -> str:
-    """The one-line progress for ``status.progress.summary`` (the Progress printer column).
-
-    Examples: ``45% of 91.6 MB, 12.3 MB/s, ETA 4s``; ``100% of 91.6 MB``; ``Suspended at 45% of
-    91.6 MB``; ``1/3 nodes, 45% of 91.6 MB, ...``; ``Pending``. Percent is floored so a nearly done
-    download never reads 100%.
-    """
-    if percent is None:
-        percent = compute_percent(bytes_done, bytes_total)
-    parts: list[str] = []
-    if nodes_total is not None:
-        parts.append(f"{nodes_ready or 0}/{nodes_total} nodes")
-    if phase == "Ready" and bytes_total is not None:
-        parts.append(f"100% of {format_bytes(bytes_total)}")
-    elif percent is not None and bytes_total is not None:
-        shown = f"{math.floor(percent)}% of {format_bytes(bytes_total)}"
-        if phase in ("Suspended", "Failed"):
-            shown = f"{phase} at {shown}"
-        parts.append(shown)
-        if phase not in ("Suspended", "Failed", "Ready"):
-            if bytes_per_second is not None and bytes_per_second > 0:
-                parts.append(f"{format_bytes(bytes_per_second)}/s")
-            if eta_seconds is not None and percent < 100:
-                parts.append(f"ETA {format_duration(eta_seconds)}")
-    elif phase is not None:
-        parts.append(phase if phase != "Downloading" else "Resolving files")
-    return ", ".join(parts) if parts else (phase or "")

@@ -8,14 +8,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from modeldepot.formatting import compute_percent, format_bytes, format_duration, progress_summary
 from modeldepot.models import (
     JobResult,
     ModelArtifact,
-    compute_percent,
-    format_bytes,
-    format_duration,
     parse_termination_message,
-    progress_summary,
     validation_message,
 )
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from modeldepot.fetcher.manifest import utc_now_rfc3339
-from modeldepot.models import progress_summary
+from modeldepot.formatting import progress_summary
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class ProgressSink(Protocol):
 
 
 def summarize(p: Progress) -> str:
-    """The Progress printer column, e.g. `42% of 91.6 MB, 12.1 MB/s, ETA 4s` (`models.progress_summary`)."""
+    """The Progress printer column, e.g. `42% of 91.6 MB, 12.1 MB/s, ETA 4s` (`formatting.progress_summary`)."""
     planned = p["filesTotal"] > 0
     return progress_summary(
         phase=p["phase"],
