@@ -164,8 +164,13 @@ def _pod_security() -> dict[str, Any]:
     }
 
 
-def fetch_args(artifact: ModelArtifact, *, node: str | None, generation: int) -> list[str]:
-    """The fetcher's arguments, exactly the CLI of docs/internals.md (after the ``modeldepot`` command)."""
+def fetch_args(
+    artifact: ModelArtifact, *, node: str | None, generation: int, revision: str | None = None
+) -> list[str]:
+    """The fetcher's arguments, exactly the CLI of docs/internals.md (after the ``modeldepot`` command).
+
+    ``revision`` overrides the spec's (a commit another node of this generation resolved it to).
+    """
     hf = artifact.hugging_face
     args = [
         "fetch",
@@ -173,7 +178,7 @@ def fetch_args(artifact: ModelArtifact, *, node: str | None, generation: int) ->
         "--to",
         data_path(artifact),
         "--revision",
-        hf.revision,
+        revision or hf.revision,
         "--repo-type",
         hf.repo_type,
     ]
@@ -336,6 +341,7 @@ def fetch_job(
     image_pull_policy: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     service_account: str = FETCHER_SERVICE_ACCOUNT,
+    revision: str | None = None,
 ) -> dict[str, Any]:
     """The download Job for one target: the claim (``node=None``) or one node of nodeLocal storage.
 
@@ -357,7 +363,7 @@ def fetch_job(
         FETCH_CONTAINER,
         image,
         pull,
-        args=fetch_args(artifact, node=node, generation=gen),
+        args=fetch_args(artifact, node=node, generation=gen, revision=revision),
         resources=_resources(artifact),
         env=_fetch_env(artifact, extra_env),
     )

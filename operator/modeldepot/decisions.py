@@ -478,6 +478,21 @@ def _aggregate(
     }
 
 
+def pinned_commit(artifact: ModelArtifact) -> str | None:
+    """The commit this generation's nodes already resolved the revision to, if any.
+
+    Jobs started later (a new matching node, a retry) fetch that commit instead of resolving a
+    branch again, so a branch that moves mid-rollout cannot leave nodes on different commits.
+    """
+    gen = artifact.generation
+    commits = Counter(
+        entry.resolved_revision
+        for entry in artifact.status.nodes.values()
+        if entry.observed_generation == gen and entry.resolved_revision
+    )
+    return commits.most_common(1)[0][0] if commits else None
+
+
 def display_revision(requested: str, commit: str | None) -> str:
     """``main@53aa511``; just the short commit when the request was that commit."""
     if not commit:
@@ -520,6 +535,7 @@ def plan(
             continue
         current[job.node] = job
 
+    pinned = pinned_commit(artifact) if node_local else None
     create: list[dict[str, Any]] = []
     targets: list[TargetState] = []
     for key in target_keys:
@@ -528,7 +544,12 @@ def plan(
             state = TargetState(key, "Failed", blocker[0], blocker[1])
         elif needs_job:
             manifest = builders.fetch_job(
-                artifact, node=key, image=image, image_pull_policy=image_pull_policy, extra_env=extra_env
+                artifact,
+                node=key,
+                image=image,
+                image_pull_policy=image_pull_policy,
+                extra_env=extra_env,
+                revision=pinned,
             )
             if manifest["metadata"]["name"] in blocked:
                 state = TargetState(key, "Pending", "Pending", "waiting for the previous Job to be deleted")

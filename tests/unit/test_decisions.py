@@ -535,3 +535,26 @@ def test_matching_nodes_from_node_objects() -> None:
     ]
     assert matching_nodes(a, nodes) == ["v", "z"]
     assert matching_nodes(ModelArtifact.from_body(body()), nodes) == []
+
+
+def test_later_node_jobs_fetch_the_commit_earlier_nodes_resolved() -> None:
+    b = body(node_local=True)
+    b["status"] = {
+        "nodes": {
+            "n1": {"phase": "Downloading", "observedGeneration": 2, "resolvedRevision": COMMIT},
+            "old": {"phase": "Ready", "observedGeneration": 1, "resolvedRevision": "f" * 40},
+        }
+    }
+    p = run(b, nodes=["n1", "n2"], jobs=[job(node="n1", active=1)])
+    (created,) = p.create
+    args = created["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--revision") + 1] == COMMIT
+    assert args[args.index("--node") + 1] == "n2"
+
+
+def test_first_node_jobs_resolve_the_spec_revision() -> None:
+    p = run(
+        body(node_local=True, source={"huggingFace": {"repo": "org/minilm", "revision": "v2"}}), nodes=["n1"]
+    )
+    args = p.create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--revision") + 1] == "v2"
