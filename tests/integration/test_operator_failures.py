@@ -226,3 +226,32 @@ def test_malformed_specs_are_rejected_at_apply_time(
     assert result.returncode != 0
     assert complaint in result.stderr, result.stderr
     assert artifacts.get("malformed") is None
+
+
+def test_revision_change_mid_download_cancels_and_switches(
+    hub: Any, artifacts: Artifacts, cluster: ClusterHandle
+) -> None:
+    repo = unique_repo()
+    first = hub.add_repo_from_files(repo, {"model.safetensors": (40_000_000, 1), "config.json": b'{"v": 1}'})
+    hub.add_tag(repo, "v1", first)
+    second = hub.add_repo_from_files(repo, {"model.safetensors": (3_000_000, 2), "config.json": b'{"v": 2}'})
+    hub.add_tag(repo, "v2", second)
+    hub.set_throttle(4_000_000, repo_id=repo)
+    artifacts.apply("switch", pvc_spec(hub, repo, revision="v1"))
+    wait_until(
+        lambda: (artifacts.status("switch").get("progress") or {}).get("bytesDone", 0) > 0,
+        timeout=60,
+        what="the v1 download to be under way",
+    )
+    first_job = artifacts.jobs()[0]["metadata"]["name"]
+    artifacts.apply("switch", pvc_spec(hub, repo, revision="v2"))
+    status = artifacts.wait_phase("switch", "Ready", timeout=90)
+    assert status["resolvedRevision"] == second
+    assert first_job not in {job["metadata"]["name"] for job in artifacts.jobs()}
+    assert any(event["reason"] == "DownloadCancelled" for event in artifacts.events())
+    volume = claim_dir(cluster, artifacts.namespace, "models")
+    assert (volume / "switch" / "config.json").read_text() == '{"v": 2}'
+    assert files_digest(volume / "switch") == status["digest"]
+    assert not list((volume / ".modeldepot" / "staging").rglob("model.safetensors")), (
+        "v1's partial bytes are gone"
+    )
