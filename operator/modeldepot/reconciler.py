@@ -98,7 +98,7 @@ def _duration(job: Mapping[str, Any]) -> float | None:
 def _job_states(
     namespace: str, name: str, artifact: ModelArtifact
 ) -> tuple[list[decisions.JobState], dict[str, float]]:
-    """The artifact's fetch Jobs as decision inputs, and how long each completed one took."""
+    """The artifact's fetch Jobs as decision inputs, and how long each completed one took (by uid)."""
     jobs = kube.list_jobs(namespace, kube.artifact_selector(name, FETCHER_APP))
     pods = kube.list_pods(namespace, kube.artifact_selector(name, FETCHER_APP))
     by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -125,7 +125,7 @@ def _job_states(
         states.append(state)
         duration = _duration(job)
         if state.complete and duration is not None:
-            durations[state.name] = duration
+            durations[job["metadata"]["uid"]] = duration
     return states, durations
 
 
@@ -145,6 +145,9 @@ def _blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
         )
     return None
 
+
+# uids of completed fetch Jobs whose duration is already in the histogram
+_timed_jobs: set[str] = set()
 
 # namespace -> monotonic time its fetcher identity was last ensured
 _identity_checked: dict[str, float] = {}
@@ -243,13 +246,16 @@ def _record_metrics(
     if plan.phase == "Failed" and previous != "Failed":
         failed = next((t for t in plan.targets if t.phase == "Failed"), None)
         metrics.failures.labels(reason=(failed.reason if failed else None) or "Unknown").inc()
+    # a Job's completion time may land after the status turned Ready: observe each Job once
+    for uid, seconds in durations.items():
+        if uid not in _timed_jobs:
+            _timed_jobs.add(uid)
+            metrics.download_duration.observe(seconds)
     if plan.phase == "Ready" and previous != "Ready":
         for target in plan.targets:
             if target.result and target.result.total_bytes:
                 metrics.downloaded_bytes.inc(target.result.total_bytes)
             metrics.downloads_completed.inc()
-        for seconds in durations.values():
-            metrics.download_duration.observe(seconds)
 
 
 async def reconcile(namespace: str, name: str, settings: OperatorSettings) -> Outcome | None:

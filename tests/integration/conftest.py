@@ -129,12 +129,42 @@ def hub() -> Iterator[Any]:
 
 @dataclass
 class OperatorHandle:
-    process: subprocess.Popen[bytes]
     metrics_url: str
+    health_url: str
     log_path: Path
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_until(self.healthy, timeout=60, what="the operator's health endpoint")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def healthy(self) -> bool:
+        import urllib.request
+
+        assert self.process is not None and self.process.poll() is None, f"operator exited: {self.log_tail()}"
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
 
 @pytest.fixture(scope="session")
@@ -157,36 +187,18 @@ def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
         # the fetchers report faster than the 2 s default so tests see progress quickly
         "MODELDEPOT_FETCHER_ENV": json.dumps({"MODELDEPOT_REPORT_INTERVAL": "0.5"}),
     }
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "modeldepot"), "operator"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    handle = OperatorHandle(process, f"http://127.0.0.1:{metrics_port}/metrics", log_path)
-
-    def healthy() -> bool:
-        import urllib.request
-
-        assert process.poll() is None, f"operator exited: {handle.log_tail()}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    wait_until(healthy, timeout=60, what="the operator's health endpoint")
+    handle = OperatorHandle(
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        health_url=f"http://127.0.0.1:{health_port}/healthz",
+        log_path=log_path,
+        argv=[str(Path(sys.executable).parent / "modeldepot"), "operator"],
+        env=env,
+    )
+    handle.start()
     try:
         yield handle
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        handle.stop()
 
 
 class Artifacts:
