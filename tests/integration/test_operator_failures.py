@@ -104,11 +104,7 @@ def test_killed_pod_resumes_from_partial_bytes(
     hub.add_repo_from_files(repo, {"model.safetensors": (size, 9)})
     hub.set_throttle(5_000_000, repo_id=repo)
     artifacts.apply("resume", pvc_spec(hub, repo))
-    wait_until(
-        lambda: (artifacts.status("resume").get("progress") or {}).get("bytesDone", 0) > 8_000_000,
-        timeout=60,
-        what="8 MB downloaded",
-    )
+    artifacts.wait_bytes("resume", 8_000_000)
     first_pod = artifacts.pods()[0]["metadata"]["name"]
     cluster.kubectl("delete", "pod", first_pod, "-n", artifacts.namespace, "--wait=true", "--timeout=40s")
     hub.set_throttle(None, repo_id=repo)
@@ -158,11 +154,7 @@ def test_suspend_pauses_and_resume_continues(hub: Any, artifacts: Artifacts, clu
     hub.set_throttle(5_000_000, repo_id=repo)
     spec = pvc_spec(hub, repo)
     artifacts.apply("pausable", spec)
-    wait_until(
-        lambda: (artifacts.status("pausable").get("progress") or {}).get("bytesDone", 0) > 5_000_000,
-        timeout=60,
-        what="5 MB downloaded",
-    )
+    artifacts.wait_bytes("pausable", 5_000_000)
     artifacts.apply("pausable", {**spec, "suspend": True})
     artifacts.wait_phase("pausable", "Suspended", timeout=60)
     wait_until(lambda: not artifacts.pods(), timeout=40, what="the download pod to stop")
@@ -238,11 +230,7 @@ def test_revision_change_mid_download_cancels_and_switches(
     hub.add_tag(repo, "v2", second)
     hub.set_throttle(4_000_000, repo_id=repo)
     artifacts.apply("switch", pvc_spec(hub, repo, revision="v1"))
-    wait_until(
-        lambda: (artifacts.status("switch").get("progress") or {}).get("bytesDone", 0) > 0,
-        timeout=60,
-        what="the v1 download to be under way",
-    )
+    artifacts.wait_bytes("switch", 0)
     first_job = artifacts.jobs()[0]["metadata"]["name"]
     artifacts.apply("switch", pvc_spec(hub, repo, revision="v2"))
     status = artifacts.wait_phase("switch", "Ready", timeout=90)

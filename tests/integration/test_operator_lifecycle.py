@@ -151,11 +151,7 @@ def test_delete_mid_download_cancels_and_removes_everything(
     hub.add_repo_from_files(repo, {"big.safetensors": (40_000_000, 3)})
     hub.set_throttle(4_000_000, repo_id=repo)
     artifacts.apply("doomed", pvc_spec(hub, repo))
-    wait_until(
-        lambda: (artifacts.status("doomed").get("progress") or {}).get("bytesDone", 0) > 0,
-        timeout=60,
-        what="the download to be under way",
-    )
+    artifacts.wait_bytes("doomed", 0)
     volume = claim_dir(cluster, artifacts.namespace, "models")
     assert any((volume / ".modeldepot" / "staging").rglob("*")), "partial data is being staged"
     started = time.monotonic()
@@ -250,11 +246,7 @@ def test_operator_restart_mid_download_picks_up_where_it_was(
     hub.add_repo_from_files(repo, {"model.safetensors": (24_000_000, 12)})
     hub.set_throttle(6_000_000, repo_id=repo)
     artifacts.apply("survivor", pvc_spec(hub, repo))
-    wait_until(
-        lambda: (artifacts.status("survivor").get("progress") or {}).get("bytesDone", 0) > 0,
-        timeout=60,
-        what="the download to be under way",
-    )
+    artifacts.wait_bytes("survivor", 0)
     jobs_before = {job["metadata"]["name"] for job in artifacts.jobs()}
     operator.stop()
     operator.start()

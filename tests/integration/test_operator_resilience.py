@@ -52,11 +52,7 @@ def test_deleting_while_a_node_has_vanished_mid_download_completes(
             "storage": {"nodeLocal": {"nodeSelector": {"modeldepot-test-pool": pool}}},
         },
     )
-    wait_until(
-        lambda: (artifacts.status("stranded").get("nodes", {}).get(node) or {}).get("bytesDone", 0) > 0,
-        timeout=60,
-        what="the download on the extra node",
-    )
+    artifacts.wait_bytes("stranded", 0, node=node)
     cluster.kubectl("delete", "node", node)
     started = time.monotonic()
     artifacts.delete("stranded", timeout="120s")
