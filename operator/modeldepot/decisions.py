@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import builders
+from .errors import ERRORS_BY_REASON
 from .formatting import compute_percent, format_bytes, progress_summary
 from .models import (
     LABEL_GENERATION,
@@ -60,6 +61,7 @@ class JobState:
     failure_message: str | None = None
     deleting: bool = False
     result: JobResult | None = None
+    failed_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -78,6 +80,7 @@ class JobState:
         except (TypeError, ValueError):
             generation = -1
         complete = False
+        failed_at: datetime | None = None
         failure_reason: str | None = None
         failure_message: str | None = None
         for cond in status.get("conditions") or ():
@@ -88,6 +91,7 @@ class JobState:
             elif cond.get("type") in ("Failed", "FailureTarget"):
                 failure_reason = cond.get("reason") or "Failed"
                 failure_message = cond.get("message")
+                failed_at = _parse_time(cond.get("lastTransitionTime")) or failed_at
         if isinstance(result, str):
             result = parse_termination_message(result)
         return cls(
@@ -102,6 +106,7 @@ class JobState:
             failure_message=failure_message,
             deleting=bool(meta.get("deletionTimestamp")),
             result=result,
+            failed_at=failed_at,
         )
 
 
@@ -123,6 +128,37 @@ def pod_result(
             if result is not None and (best is None or finished > best[0]):
                 best = (finished, result)
     return best[1] if best else None
+
+
+def _retry_due(job: JobState, retry_after: timedelta | None, now: datetime) -> bool:
+    return (
+        retry_after is not None
+        and job.failure_reason is not None
+        and not job.deleting
+        and job.failed_at is not None
+        and is_transient(job)
+        and now - job.failed_at >= retry_after
+    )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def is_transient(job: JobState) -> bool:
+    """Whether a failed Job failed for a reason that may pass (the Hub was down, a timeout), as
+    opposed to one only a spec change can fix (unknown repo, bad token, corrupt bytes)."""
+    reason = job.result.reason if job.result is not None and job.result.phase == "Failed" else None
+    if reason is None:
+        # no result from the fetcher: the pod died (OOM, eviction, deadline) rather than decided
+        return True
+    error = ERRORS_BY_REASON.get(reason)
+    return error is not None and error.retryable
 
 
 # ------------------------------------------------------------------------------------------- nodes
@@ -511,11 +547,14 @@ def plan(
     image_pull_policy: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     blocker: tuple[str, str] | None = None,
+    retry_after: timedelta | None = None,
 ) -> Plan:
     """Decide the next step. ``nodes``: the nodeLocal targets (see ``matching_nodes``), ignored for a
     claim; ``jobs``: the artifact's fetch Jobs of any generation. ``blocker``: a (reason, message)
     the caller found before any Job can run (e.g. ``StorageNotFound``, ``TokenSecretNotFound``):
-    no Job is created and the targets that need one are Failed with it until it is resolved."""
+    no Job is created and the targets that need one are Failed with it until it is resolved.
+    ``retry_after``: a Job that failed for a transient reason is replaced that long after it
+    failed (None: failures stay until the spec changes)."""
     gen = artifact.generation
     node_local = artifact.is_node_local
     target_keys: list[str | None] = [None]
@@ -525,6 +564,7 @@ def plan(
 
     delete: list[str] = []
     current: dict[str | None, JobState] = {}
+    retrying: dict[str | None, JobState] = {}
     blocked: set[str] = set()
     for job in jobs:
         if job.deleting:
@@ -533,6 +573,10 @@ def plan(
         if job.generation != gen or job.node not in wanted or (artifact.spec.suspend and not job.finished):
             delete.append(job.name)
             continue
+        if _retry_due(job, retry_after, now):
+            delete.append(job.name)
+            retrying[job.node] = job
+            continue
         current[job.node] = job
 
     pinned = pinned_commit(artifact) if node_local else None
@@ -540,6 +584,23 @@ def plan(
     targets: list[TargetState] = []
     for key in target_keys:
         state, needs_job = _decide_target(artifact, key, current.get(key))
+        if key in retrying:
+            reason, message = _failure(retrying[key])
+            state = TargetState(
+                key, "Pending", "Retrying", f"retrying after a transient failure ({reason}: {message})"
+            )
+            targets.append(state)
+            continue
+        failed_job = current.get(key)
+        if (
+            state.phase == "Failed"
+            and retry_after is not None
+            and failed_job is not None
+            and failed_job.failed_at is not None
+            and is_transient(failed_job)
+        ):
+            when = _iso(failed_job.failed_at + retry_after)
+            state = replace(state, message=f"{state.message}; retrying at {when}")
         if needs_job and blocker is not None:
             state = TargetState(key, "Failed", blocker[0], blocker[1])
         elif needs_job:
@@ -683,7 +744,7 @@ def _overall(artifact: ModelArtifact, targets: Sequence[TargetState]) -> tuple[s
             return "Downloading", "Downloading", f"{ready}/{len(targets)} nodes ready"
         return "Downloading", "Downloading", downloading[0].message or "downloading"
     pending = next(t for t in targets if t.phase == "Pending")
-    return "Pending", "Pending", f"{where(pending)}{pending.message}"
+    return "Pending", pending.reason or "Pending", f"{where(pending)}{pending.message}"
 
 
 def deleting_patch(artifact: ModelArtifact, *, now: datetime, message: str) -> dict[str, Any]:

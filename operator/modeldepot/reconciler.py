@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -219,6 +219,9 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
         image_pull_policy=settings.fetcher_image_pull_policy,
         extra_env=settings.fetcher_env,
         blocker=blocker,
+        retry_after=timedelta(seconds=settings.failed_retry_seconds)
+        if settings.failed_retry_seconds
+        else None,
     )
     for job_name in plan.delete:
         kube.delete_job(namespace, job_name)

@@ -32,6 +32,9 @@ class OperatorSettings(BaseSettings):
     """How long deletion waits for download pods to stop before releasing pods of vanished nodes."""
     cleanup_timeout_seconds: float = Field(default=120.0, ge=0)
     """How long deletion waits for cleanup Jobs before giving up with a warning event."""
+    failed_retry_seconds: float = Field(default=300.0, ge=0)
+    """A download that failed for a transient reason (Hub unavailable, pod killed, timeout) is
+    retried this long after it failed; 0 disables. Permanent failures wait for a spec change."""
 
 
 class FetchSettings(BaseSettings):

@@ -183,8 +183,16 @@ def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
         "MODELDEPOT_RESYNC_SECONDS": "10",
         "MODELDEPOT_CANCEL_TIMEOUT_SECONDS": "20",
         "MODELDEPOT_CLEANUP_TIMEOUT_SECONDS": "30",
-        # the fetchers report faster than the 2 s default so tests see progress quickly
-        "MODELDEPOT_FETCHER_ENV": json.dumps({"MODELDEPOT_REPORT_INTERVAL": "0.5"}),
+        "MODELDEPOT_FAILED_RETRY_SECONDS": "5",
+        # fetchers report faster than the 2 s default so tests see progress quickly, and give up on
+        # a failing Hub after two quick retries instead of about 30 s of backoff
+        "MODELDEPOT_FETCHER_ENV": json.dumps(
+            {
+                "MODELDEPOT_REPORT_INTERVAL": "0.5",
+                "MODELDEPOT_MAX_RETRIES": "2",
+                "MODELDEPOT_BACKOFF_MAX": "1",
+            }
+        ),
     }
     handle = OperatorHandle(
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",

@@ -243,3 +243,21 @@ def test_revision_change_mid_download_cancels_and_switches(
     assert not list((volume / ".modeldepot" / "staging").rglob("model.safetensors")), (
         "v1's partial bytes are gone"
     )
+
+
+def test_transient_hub_failure_is_retried_by_the_operator(hub: Any, artifacts: Artifacts) -> None:
+    repo = unique_repo()
+    hub.add_repo_from_files(repo, {"model.safetensors": (2_000_000, 3)})
+    # every attempt of the first pod fails (the fetcher retries twice in tests), then the Hub recovers
+    hub.fail_next("model.safetensors", 3, status=503)
+    spec = {**pvc_spec(hub, repo), "downloader": {"backoffLimit": 0}}
+    artifacts.apply("flaky", spec)
+    artifacts.wait_phase("flaky", "Failed", timeout=60)
+    ready = artifacts.condition("flaky", "Ready")
+    assert "retrying at" in ready["message"], ready
+    # the operator replaces the failed Job after MODELDEPOT_FAILED_RETRY_SECONDS (5 s in tests)
+    status = artifacts.wait_phase("flaky", "Ready", timeout=90)
+    assert status["progress"]["percent"] == 100
+    served = [r for r in hub.requests if r.get("repo") == repo and r.get("file") and r["method"] == "GET"]
+    assert [r["status"] for r in served][:3] == [503, 503, 503]
+    assert served[-1]["status"] in (200, 206)

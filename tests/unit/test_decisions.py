@@ -558,3 +558,84 @@ def test_first_node_jobs_resolve_the_spec_revision() -> None:
     )
     args = p.create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--revision") + 1] == "v2"
+
+
+def failed_job(reason: str, failed_ago: timedelta, job_reason: str = "BackoffLimitExceeded") -> JobState:
+    return job(
+        failed=5,
+        failure_reason=job_reason,
+        failure_message="Job has reached the specified backoff limit",
+        failed_at=T0 - failed_ago,
+        result=JobResult(phase="Failed", reason=reason, message=f"{reason} happened"),
+    )
+
+
+def test_transient_failure_says_when_it_will_be_retried() -> None:
+    b = body()
+    p = plan(
+        ModelArtifact.from_body(b),
+        nodes=None,
+        jobs=[failed_job("HubUnavailable", timedelta(seconds=10))],
+        now=T0,
+        image=IMAGE,
+        retry_after=timedelta(minutes=5),
+    )
+    assert p.phase == "Failed" and not p.delete and not p.create
+    assert "retrying at 2026-05-01T12:04:50Z" in conds_message(p)
+
+
+def test_transient_failure_is_retried_after_the_delay() -> None:
+    old = failed_job("HubUnavailable", timedelta(minutes=6))
+    p = plan(
+        ModelArtifact.from_body(body()),
+        nodes=None,
+        jobs=[old],
+        now=T0,
+        image=IMAGE,
+        retry_after=timedelta(minutes=5),
+    )
+    assert p.delete == [old.name]
+    assert p.phase == "Pending"
+    assert conds(p)["Ready"] == ("False", "Retrying")
+    assert not p.create, "the replacement waits until the failed Job is gone"
+
+
+@pytest.mark.parametrize("reason", ["RepoNotFound", "Unauthorized", "ChecksumMismatch", "NoMatchingFiles"])
+def test_permanent_failures_are_not_retried(reason: str) -> None:
+    p = plan(
+        ModelArtifact.from_body(body()),
+        nodes=None,
+        # a permanent error fails the Job at once through its podFailurePolicy
+        jobs=[failed_job(reason, timedelta(hours=2), job_reason="PodFailurePolicy")],
+        now=T0,
+        image=IMAGE,
+        retry_after=timedelta(minutes=5),
+    )
+    assert not p.delete and p.phase == "Failed"
+    assert conds(p)["Ready"] == ("False", reason)
+    assert "retrying" not in conds_message(p)
+
+
+def test_retry_disabled_keeps_transient_failures() -> None:
+    p = run(body(), jobs=[failed_job("HubUnavailable", timedelta(hours=2))])
+    assert not p.delete and p.phase == "Failed"
+
+
+def test_job_failure_time_is_read_from_the_failed_condition() -> None:
+    manifest = builders.fetch_job(ModelArtifact.from_body(body()), node=None, image=IMAGE)
+    manifest["status"] = {
+        "failed": 5,
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "lastTransitionTime": "2026-05-01T11:00:00Z",
+            }
+        ],
+    }
+    assert JobState.from_job(manifest).failed_at == T0 - timedelta(hours=1)
+
+
+def conds_message(p: Plan) -> str:
+    return next(c["message"] for c in p.status_patch["conditions"] if c["type"] == "Ready")
