@@ -747,6 +747,54 @@ def _overall(artifact: ModelArtifact, targets: Sequence[TargetState]) -> tuple[s
     return "Pending", pending.reason or "Pending", f"{where(pending)}{pending.message}"
 
 
+@dataclass(frozen=True)
+class Retirement:
+    """What to do about nodes in status.nodes that are no longer targets."""
+
+    cleanup: list[str] = field(default_factory=list)  # create a cleanup Job there
+    forget: list[str] = field(default_factory=list)  # drop the status.nodes entry
+    remove_jobs: list[str] = field(default_factory=list)  # finished cleanup Jobs
+
+
+def retire_nodes(
+    artifact: ModelArtifact,
+    stale: Sequence[str],
+    nodes: Mapping[str, Mapping[str, Any]],
+    cleanup_jobs: Mapping[str, JobState],
+    busy: Iterable[str],
+) -> Retirement:
+    """Nodes whose labels no longer match lose their copy (``Delete``) or just their entry (``Retain``).
+
+    ``nodes``: Node dicts by name; ``cleanup_jobs``: cleanup Jobs by node; ``busy``: nodes where a
+    fetch pod still runs (its files are removed only once it stopped). A node that still matches
+    the selector but is unschedulable, tainted or NotReady keeps its copy: it is only away for a
+    while. A node that no longer exists is forgotten (its disk went with it).
+    """
+    local = artifact.spec.storage.node_local
+    if local is None:
+        return Retirement()
+    busy_nodes = set(busy)
+    out = Retirement()
+    for node in stale:
+        found = nodes.get(node)
+        if found is None:
+            out.forget.append(node)
+            continue
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        if all(labels.get(k) == v for k, v in (local.node_selector or {}).items()) or node in busy_nodes:
+            continue
+        if artifact.spec.deletion_policy == "Retain":
+            out.forget.append(node)
+            continue
+        job = cleanup_jobs.get(node)
+        if job is None:
+            out.cleanup.append(node)
+        elif job.finished:
+            out.forget.append(node)
+            out.remove_jobs.append(job.name)
+    return out
+
+
 def deleting_patch(artifact: ModelArtifact, *, now: datetime, message: str) -> dict[str, Any]:
     """Status merge patch while the finalizer cleans up (phase Deleting)."""
     existing = artifact.status.conditions

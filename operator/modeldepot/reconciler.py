@@ -207,7 +207,8 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
     except ValidationError as error:
         return _invalid_spec(body, validation_message(error))
     _ensure_fetcher_identity(namespace)
-    nodes = decisions.matching_nodes(artifact, kube.list_nodes()) if artifact.is_node_local else None
+    node_objects = kube.list_nodes() if artifact.is_node_local else []
+    nodes = decisions.matching_nodes(artifact, node_objects) if artifact.is_node_local else None
     jobs, durations = _job_states(namespace, name, artifact)
     blocker = _blocker(artifact)
     plan = decisions.plan(
@@ -226,6 +227,10 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
     for job_name in plan.delete:
         kube.delete_job(namespace, job_name)
     created = sum(1 for manifest in plan.create if kube.create_job(manifest))
+    if plan.stale_nodes:
+        forgotten = _retire_nodes(artifact, plan.stale_nodes, node_objects, settings)
+        if forgotten:
+            plan.status_patch.setdefault("nodes", {}).update(dict.fromkeys(forgotten))
     if changed(body.get("status") or {}, plan.status_patch):
         kube.patch_artifact_status(namespace, name, {"status": plan.status_patch})
     _record_metrics(artifact, plan, durations, previous)
@@ -240,6 +245,37 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
         reason=(failed.reason if failed else None) or (ready["reason"] if ready else None),
         message=ready["message"] if ready else None,
     )
+
+
+def _retire_nodes(
+    artifact: ModelArtifact, stale: list[str], node_objects: list[dict[str, Any]], settings: OperatorSettings
+) -> list[str]:
+    """Clean up nodes that stopped matching; returns the status.nodes entries to drop."""
+    namespace, name = artifact.namespace, artifact.name
+    cleanup_jobs = {}
+    for job in kube.list_jobs(namespace, kube.artifact_selector(name, CLEANUP_APP)):
+        state = decisions.JobState.from_job(job)
+        if state.node:
+            cleanup_jobs[state.node] = state
+    busy = {
+        pod["spec"].get("nodeName", "")
+        for pod in kube.list_pods(namespace, kube.artifact_selector(name, FETCHER_APP))
+        if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    }
+    by_name = {node["metadata"]["name"]: node for node in node_objects}
+    retirement = decisions.retire_nodes(artifact, stale, by_name, cleanup_jobs, busy)
+    for node in retirement.cleanup:
+        kube.create_job(
+            builders.cleanup_job(
+                artifact,
+                node=node,
+                image=settings.fetcher_image,
+                image_pull_policy=settings.fetcher_image_pull_policy,
+            )
+        )
+    for job_name in retirement.remove_jobs:
+        kube.delete_job(namespace, job_name)
+    return retirement.forget
 
 
 def _record_metrics(

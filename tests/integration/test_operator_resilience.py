@@ -117,3 +117,43 @@ def test_missing_claim_is_reported_until_it_exists(
     cluster.kubectl("apply", "-f", "-", input=json.dumps(claim))
     # the periodic resync (10 s in tests) notices the claim
     artifacts.wait_phase("waiting", "Ready", timeout=90)
+
+
+def test_node_that_stops_matching_loses_its_copy(
+    hub: Any, artifacts: Artifacts, cluster: ClusterHandle
+) -> None:
+    pool = f"pool-{uuid.uuid4().hex[:6]}"
+    first, second = f"md-node-{pool}-1", f"md-node-{pool}-2"
+    for node in (first, second):
+        add_node(cluster, node, {"modeldepot-test-pool": pool})
+    try:
+        repo = unique_repo()
+        hub.add_repo_from_files(repo, {"model.bin": (300_000, 5)})
+        artifacts.apply(
+            "shrinking",
+            {
+                "source": {"huggingFace": {"repo": repo, "endpoint": hub.url}},
+                "storage": {"nodeLocal": {"nodeSelector": {"modeldepot-test-pool": pool}}},
+            },
+        )
+        status = artifacts.wait_phase("shrinking", "Ready")
+        assert set(status["nodes"]) == {first, second}
+        published = cluster.node_dir(second) / "var/lib/modeldepot" / artifacts.namespace / "shrinking"
+        assert (published / "model.bin").exists()
+
+        cluster.kubectl("label", "node", second, "modeldepot-test-pool-")
+        wait_until(
+            lambda: set(artifacts.status("shrinking").get("nodes", {})) == {first},
+            timeout=90,
+            what=f"{second} to be retired from status.nodes",
+        )
+        assert not published.exists()
+        assert not list((cluster.node_dir(second) / "var/lib/modeldepot/.modeldepot").rglob("model.bin"))
+        status = artifacts.status("shrinking")
+        assert status["phase"] == "Ready" and status["readyNodes"] == status["targetNodes"] == 1
+        assert (
+            cluster.node_dir(first) / "var/lib/modeldepot" / artifacts.namespace / "shrinking" / "model.bin"
+        ).exists()
+    finally:
+        for node in (first, second):
+            cluster.kubectl("delete", "node", node, "--ignore-not-found")

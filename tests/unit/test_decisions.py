@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modeldepot import builders
-from modeldepot.decisions import JobState, Plan, matching_nodes, node_matches, plan, pod_result
+from modeldepot.decisions import JobState, Plan, matching_nodes, node_matches, plan, pod_result, retire_nodes
 from modeldepot.models import JobResult, ModelArtifact, Toleration
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -639,3 +639,28 @@ def test_job_failure_time_is_read_from_the_failed_condition() -> None:
 
 def conds_message(p: Plan) -> str:
     return next(c["message"] for c in p.status_patch["conditions"] if c["type"] == "Ready")
+
+
+def node_obj(name: str, **labels: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+def test_retire_cleans_nodes_whose_labels_no_longer_match() -> None:
+    artifact = ModelArtifact.from_body(body(node_local=True))
+    nodes = {"moved": node_obj("moved", gpu="no"), "away": node_obj("away", gpu="yes")}
+    out = retire_nodes(artifact, ["moved", "away", "gone"], nodes, {}, busy=[])
+    # "away" still matches the selector (tainted or NotReady): it keeps its copy
+    assert out.cleanup == ["moved"]
+    assert out.forget == ["gone"]
+    done = job(node="moved", complete=True)
+    finished = retire_nodes(artifact, ["moved"], nodes, {"moved": done}, busy=[])
+    assert finished.forget == ["moved"] and finished.remove_jobs == [done.name] and not finished.cleanup
+
+
+def test_retire_waits_for_a_running_download_and_honours_retain() -> None:
+    nodes = {"moved": node_obj("moved")}
+    artifact = ModelArtifact.from_body(body(node_local=True))
+    assert retire_nodes(artifact, ["moved"], nodes, {}, busy=["moved"]).cleanup == []
+    retained = ModelArtifact.from_body(body(node_local=True, deletionPolicy="Retain"))
+    out = retire_nodes(retained, ["moved"], nodes, {}, busy=[])
+    assert out.forget == ["moved"] and not out.cleanup
