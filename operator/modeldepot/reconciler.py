@@ -226,9 +226,21 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
     )
     for job_name in plan.delete:
         kube.delete_job(namespace, job_name)
-    created = sum(1 for manifest in plan.create if kube.create_job(manifest))
+    cleanup_jobs = _cleanup_jobs_by_node(artifact) if artifact.is_node_local else {}
+    created = 0
+    for manifest in plan.create:
+        cleanup = cleanup_jobs.get(
+            (manifest["metadata"].get("annotations") or {}).get(builders.ANNOTATION_NODE)
+        )
+        if cleanup is not None:
+            # the node matches again while (or after) its copy was being removed
+            if not cleanup.finished:
+                continue  # download after the cleanup, on a later pass
+            kube.delete_job(namespace, cleanup.name)
+        if kube.create_job(manifest):
+            created += 1
     if plan.stale_nodes:
-        forgotten = _retire_nodes(artifact, plan.stale_nodes, node_objects, settings)
+        forgotten = _retire_nodes(artifact, plan.stale_nodes, node_objects, cleanup_jobs, settings)
         if forgotten:
             plan.status_patch.setdefault("nodes", {}).update(dict.fromkeys(forgotten))
     if changed(body.get("status") or {}, plan.status_patch):
@@ -247,23 +259,29 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
     )
 
 
+def _cleanup_jobs_by_node(artifact: ModelArtifact) -> dict[str | None, decisions.JobState]:
+    jobs = kube.list_jobs(artifact.namespace, kube.artifact_selector(artifact.name, CLEANUP_APP))
+    states = (decisions.JobState.from_job(job) for job in jobs)
+    return {state.node: state for state in states if state.node}
+
+
 def _retire_nodes(
-    artifact: ModelArtifact, stale: list[str], node_objects: list[dict[str, Any]], settings: OperatorSettings
+    artifact: ModelArtifact,
+    stale: list[str],
+    node_objects: list[dict[str, Any]],
+    cleanup_jobs: Mapping[str | None, decisions.JobState],
+    settings: OperatorSettings,
 ) -> list[str]:
     """Clean up nodes that stopped matching; returns the status.nodes entries to drop."""
     namespace, name = artifact.namespace, artifact.name
-    cleanup_jobs = {}
-    for job in kube.list_jobs(namespace, kube.artifact_selector(name, CLEANUP_APP)):
-        state = decisions.JobState.from_job(job)
-        if state.node:
-            cleanup_jobs[state.node] = state
     busy = {
         pod["spec"].get("nodeName", "")
         for pod in kube.list_pods(namespace, kube.artifact_selector(name, FETCHER_APP))
         if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
     }
     by_name = {node["metadata"]["name"]: node for node in node_objects}
-    retirement = decisions.retire_nodes(artifact, stale, by_name, cleanup_jobs, busy)
+    by_node = {node: job for node, job in cleanup_jobs.items() if node}
+    retirement = decisions.retire_nodes(artifact, stale, by_name, by_node, busy)
     for node in retirement.cleanup:
         kube.create_job(
             builders.cleanup_job(

@@ -154,6 +154,16 @@ def test_node_that_stops_matching_loses_its_copy(
         assert (
             cluster.node_dir(first) / "var/lib/modeldepot" / artifacts.namespace / "shrinking" / "model.bin"
         ).exists()
+
+        # matching again brings the copy back (and the finished cleanup Job does not stand in the way)
+        cluster.kubectl("label", "node", second, f"modeldepot-test-pool={pool}")
+        wait_until(
+            lambda: artifacts.status("shrinking").get("readyNodes") == 2,
+            timeout=90,
+            what=f"{second} to be stocked again",
+        )
+        assert (published / "model.bin").exists()
+        assert not artifacts.jobs(app="modeldepot-cleanup")
     finally:
         for node in (first, second):
             cluster.kubectl("delete", "node", node, "--ignore-not-found")
