@@ -226,7 +226,9 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
     )
     for job_name in plan.delete:
         kube.delete_job(namespace, job_name)
-    cleanup_jobs = _cleanup_jobs_by_node(artifact) if artifact.is_node_local else {}
+    # only needed when Jobs are created or nodes retired, not on every progress event
+    needs_cleanup_jobs = artifact.is_node_local and bool(plan.create or plan.stale_nodes)
+    cleanup_jobs = _cleanup_jobs_by_node(artifact) if needs_cleanup_jobs else {}
     created = 0
     for manifest in plan.create:
         cleanup = cleanup_jobs.get(

@@ -259,6 +259,16 @@ class Artifacts:
                 f"{error}\nstatus: {json.dumps(self.status(name), indent=1)[:3000]}"
             ) from None
 
+    def create_claim(self, name: str) -> None:
+        """A 1Gi claim of the default (local) StorageClass in this namespace."""
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(claim))
+
     def wait_bytes(self, name: str, more_than: int, *, node: str | None = None, timeout: float = 60) -> None:
         """Wait until the download reports more than `more_than` bytes (of `node`, node-local)."""
 

@@ -177,13 +177,7 @@ def test_delete_policy_removes_files_from_an_existing_claim_and_retain_keeps_the
 ) -> None:
     repo = unique_repo()
     hub.add_repo_from_files(repo, {"model.bin": (300_000, 1), "config.json": b'{"a": 1}'})
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "shared", "namespace": artifacts.namespace},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(claim))
+    artifacts.create_claim("shared")
     for name, policy in (("removed", "Delete"), ("kept", "Retain")):
         artifacts.apply(
             name,

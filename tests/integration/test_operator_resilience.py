@@ -69,13 +69,7 @@ def test_deleting_after_the_claim_is_gone_completes_with_a_warning(
 ) -> None:
     repo = unique_repo()
     hub.add_repo_from_files(repo, {"model.bin": (100_000, 2)})
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "ephemeral", "namespace": artifacts.namespace},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(claim))
+    artifacts.create_claim("ephemeral")
     artifacts.apply(
         "orphan",
         {
@@ -108,13 +102,7 @@ def test_missing_claim_is_reported_until_it_exists(
     artifacts.wait_phase("waiting", "Failed", timeout=60)
     assert artifacts.condition("waiting", "Ready")["reason"] == "StorageNotFound"
     assert not artifacts.jobs()
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "later", "namespace": artifacts.namespace},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(claim))
+    artifacts.create_claim("later")
     # the periodic resync (10 s in tests) notices the claim
     artifacts.wait_phase("waiting", "Ready", timeout=90)
 
