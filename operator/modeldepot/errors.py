@@ -65,6 +65,18 @@ class InvalidSpecError(ModelDepotError):
     reason = "InvalidSpec"
 
 
+class PolicyViolationError(ModelDepotError):
+    """The spec asks for something the cluster admin's policy (Helm values) does not allow."""
+
+    reason = "PolicyViolation"
+
+
+class PathConflictError(ModelDepotError):
+    """The artifact's path is, contains, or lies inside a path another artifact owns."""
+
+    reason = "PathConflict"
+
+
 class ChecksumMismatchError(ModelDepotError):
     """Downloaded bytes do not match the Hub's sha256 (LFS) or git blob id."""
 
@@ -160,6 +172,8 @@ ERRORS_BY_REASON: dict[str, type[ModelDepotError]] = {
         EntryNotFoundError,
         NoMatchingFilesError,
         InvalidSpecError,
+        PolicyViolationError,
+        PathConflictError,
         ChecksumMismatchError,
         InsufficientStorageError,
         NoMatchingNodesError,
