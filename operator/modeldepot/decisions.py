@@ -543,9 +543,7 @@ def plan(
     nodes: Sequence[str] | None,
     jobs: Sequence[JobState],
     now: datetime,
-    image: str,
-    image_pull_policy: str | None = None,
-    extra_env: Mapping[str, str] | None = None,
+    defaults: builders.JobDefaults,
     blocker: tuple[str, str] | None = None,
     retry_after: timedelta | None = None,
 ) -> Plan:
@@ -604,14 +602,7 @@ def plan(
         if needs_job and blocker is not None:
             state = TargetState(key, "Failed", blocker[0], blocker[1])
         elif needs_job:
-            manifest = builders.fetch_job(
-                artifact,
-                node=key,
-                image=image,
-                image_pull_policy=image_pull_policy,
-                extra_env=extra_env,
-                revision=pinned,
-            )
+            manifest = builders.fetch_job(artifact, node=key, defaults=defaults, revision=pinned)
             if manifest["metadata"]["name"] in blocked:
                 state = TargetState(key, "Pending", "Pending", "waiting for the previous Job to be deleted")
             else:

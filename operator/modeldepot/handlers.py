@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 import kopf
+from pydantic import ValidationError
 
 from . import metrics
+from .builders import ANNOTATION_ARTIFACT, ANNOTATION_ARTIFACT_NAMESPACE
 from .errors import ModelDepotError
 from .models import (
     FETCHER_APP,
@@ -27,8 +29,10 @@ from .models import (
     MANAGED_BY,
     PLURAL,
     VERSION,
+    ModelArtifact,
 )
-from .reconciler import Outcome, finalize, reconcile
+from .policy import PathClaim, path_claim
+from .reconciler import ClaimLookup, Outcome, finalize, reconcile
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -86,11 +90,31 @@ def _announce(body: Any, outcome: Outcome | None) -> None:
         )
 
 
-async def _reconcile_from_event(namespace: str, name: str, trigger: str) -> Outcome | None:
+@kopf.index(GROUP, VERSION, PLURAL)
+def path_claims(body: kopf.Body, **_: Any) -> dict[str, PathClaim] | None:
+    """Every artifact's paths by storage, kept in memory by kopf, for PathConflict checks."""
+    try:
+        claim = path_claim(ModelArtifact.from_body(body))
+    except ValidationError:
+        return None
+    return {claim.storage: claim}
+
+
+def _lookup(handler_kwargs: Mapping[str, Any]) -> ClaimLookup:
+    """The `path_claims` index, which kopf passes to every handler among its keyword arguments."""
+    index: kopf.Index[str, PathClaim] | None = handler_kwargs.get("path_claims")
+    if index is None:
+        return lambda storage: ()
+    return lambda storage: list(index.get(storage, ()))
+
+
+async def _reconcile_from_event(
+    namespace: str, name: str, trigger: str, claims: ClaimLookup
+) -> Outcome | None:
     """Reconcile from a watch event; event handlers are not retried, so errors are logged and the
     periodic resync catches up."""
     try:
-        return await reconcile(namespace, name, _settings)
+        return await reconcile(namespace, name, _settings, claims)
     except ModelDepotError as error:
         log.warning("reconcile of %s/%s after %s failed: %s", namespace, name, trigger, error)
         return None
@@ -113,9 +137,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf_errors
-async def spec_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+async def spec_changed(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    **kwargs: Any,
+) -> None:
     assert namespace is not None  # ModelArtifact is namespaced
-    _announce(body, await reconcile(namespace, name, _settings))
+    _announce(body, await reconcile(namespace, name, _settings, _lookup(kwargs)))
 
 
 @kopf.on.event(
@@ -124,25 +153,38 @@ async def spec_changed(body: kopf.Body, namespace: str | None, name: str, **_: A
     "jobs",
     labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: FETCHER_APP, LABEL_ARTIFACT: kopf.PRESENT},
 )
-async def fetch_job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+async def fetch_job_changed(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
     assert namespace is not None
+    annotations = body.metadata.annotations
     owner = next(
         (ref for ref in body.metadata.get("ownerReferences", []) if ref.get("kind") == "ModelArtifact"), None
     )
-    if owner is None:
+    if owner is not None:
+        artifact_namespace, artifact_name = namespace, owner["name"]
+    elif ANNOTATION_ARTIFACT_NAMESPACE in annotations and ANNOTATION_ARTIFACT in annotations:
+        # a node-local Job in the operator's namespace (ownerReferences cannot cross namespaces)
+        artifact_namespace = annotations[ANNOTATION_ARTIFACT_NAMESPACE]
+        artifact_name = annotations[ANNOTATION_ARTIFACT]
+    else:
         return
-    outcome = await _reconcile_from_event(namespace, owner["name"], "a Job change")
+    outcome = await _reconcile_from_event(artifact_namespace, artifact_name, "a Job change", _lookup(kwargs))
     if outcome is not None:
         artifact_ref = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelArtifact",
-            "metadata": {"name": owner["name"], "namespace": namespace, "uid": owner["uid"]},
+            "metadata": {"name": artifact_name, "namespace": artifact_namespace, "uid": outcome.uid},
         }
         _announce(artifact_ref, outcome)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def status_changed(body: kopf.Body, namespace: str | None, name: str, type: str, **_: Any) -> None:
+async def status_changed(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    type: str,
+    **kwargs: Any,
+) -> None:
     """Fetchers patch progress; fold it into the phase (and, node-local, the aggregate)."""
     if namespace is None or type != "MODIFIED" or body.metadata.get("deletionTimestamp"):
         return
@@ -151,14 +193,19 @@ async def status_changed(body: kopf.Body, namespace: str | None, name: str, type
     progress_phase = (status.get("progress") or {}).get("phase")
     if not node_local and progress_phase == status.get("phase"):
         return
-    _announce(body, await _reconcile_from_event(namespace, name, "a status change"))
+    _announce(body, await _reconcile_from_event(namespace, name, "a status change", _lookup(kwargs)))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=_settings.resync_seconds, initial_delay=_settings.resync_seconds)
 @kopf_errors
-async def resync(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+async def resync(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    **kwargs: Any,
+) -> None:
     assert namespace is not None
-    _announce(body, await reconcile(namespace, name, _settings))
+    _announce(body, await reconcile(namespace, name, _settings, _lookup(kwargs)))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

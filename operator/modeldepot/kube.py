@@ -9,6 +9,7 @@ and connection problems). Blocking client calls run in a worker thread for the a
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import threading
 from collections.abc import Callable, Mapping
@@ -19,16 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from .errors import KubernetesApiError
-from .models import (
-    FETCHER_APP,
-    GROUP,
-    LABEL_ARTIFACT,
-    LABEL_MANAGED_BY,
-    LABEL_NAME,
-    MANAGED_BY,
-    PLURAL,
-    VERSION,
-)
+from .models import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 P = ParamSpec("P")
@@ -127,10 +119,6 @@ def node_exists(name: str) -> bool:
 # -------------------------------------------------------------------------------------- Jobs, pods
 
 
-def artifact_selector(name: str, app: str = FETCHER_APP) -> str:
-    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_NAME}={app},{LABEL_ARTIFACT}={name}"
-
-
 @_api_errors
 def list_jobs(namespace: str, selector: str) -> list[dict[str, Any]]:
     batch = client.BatchV1Api(api_client())
@@ -193,16 +181,46 @@ def create_claim(manifest: Mapping[str, Any]) -> bool:
 def ensure_fetcher_identity(
     service_account: Mapping[str, Any], role: Mapping[str, Any], binding: Mapping[str, Any]
 ) -> None:
-    """Create the fetcher's ServiceAccount, Role and RoleBinding; bring the Role's rules up to date."""
+    """Create an artifact's fetcher ServiceAccount, Role and RoleBinding (each in its own namespace)."""
     core = client.CoreV1Api(api_client())
     rbac = client.RbacAuthorizationV1Api(api_client())
-    namespace = service_account["metadata"]["namespace"]
-    _ignore_exists(lambda: core.create_namespaced_service_account(namespace, dict(service_account)))
-    if not _ignore_exists(lambda: rbac.create_namespaced_role(namespace, dict(role))):
-        rbac.patch_namespaced_role(
-            role["metadata"]["name"], namespace, {"rules": role["rules"]}, _content_type=MERGE_PATCH
+    _ignore_exists(
+        lambda: core.create_namespaced_service_account(
+            service_account["metadata"]["namespace"], dict(service_account)
         )
-    _ignore_exists(lambda: rbac.create_namespaced_role_binding(namespace, dict(binding)))
+    )
+    _ignore_exists(lambda: rbac.create_namespaced_role(role["metadata"]["namespace"], dict(role)))
+    _ignore_exists(
+        lambda: rbac.create_namespaced_role_binding(binding["metadata"]["namespace"], dict(binding))
+    )
+
+
+@_api_errors
+def read_secret_key(namespace: str, name: str, key: str) -> bytes | None:
+    """The value of one key of a Secret; None when the Secret or the key does not exist."""
+    core = client.CoreV1Api(api_client())
+    secret = _none_on_404(lambda: core.read_namespaced_secret(name, namespace))
+    if secret is None or key not in (secret.data or {}):
+        return None
+    return base64.b64decode(secret.data[key])
+
+
+@_api_errors
+def apply_secret(manifest: Mapping[str, Any]) -> None:
+    """Create a Secret, or replace the data of the existing one."""
+    core = client.CoreV1Api(api_client())
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    if not _ignore_exists(lambda: core.create_namespaced_secret(namespace, dict(manifest))):
+        core.patch_namespaced_secret(name, namespace, {"data": manifest["data"]})
+
+
+@_api_errors
+def delete_fetcher_objects(namespace: str, name: str) -> None:
+    """Delete an artifact's ServiceAccount and token copy that live in the operator's namespace
+    (ownerReferences cannot cross namespaces, so the garbage collector does not remove them)."""
+    core = client.CoreV1Api(api_client())
+    _none_on_404(lambda: core.delete_namespaced_service_account(name, namespace))
+    _none_on_404(lambda: core.delete_namespaced_secret(name, namespace))
 
 
 async def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

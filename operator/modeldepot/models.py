@@ -34,6 +34,8 @@ CLEANUP_APP = "modeldepot-cleanup"
 FETCHER_SERVICE_ACCOUNT = "modeldepot-fetcher"
 
 DEFAULT_NODE_ROOT = "/var/lib/modeldepot"
+META_DIR_NAME = ".modeldepot"
+LABEL_ARTIFACT_NAMESPACE = "modeldepot.dev/artifact-namespace"
 
 Phase = Literal["Pending", "Downloading", "Ready", "Failed", "Suspended", "Deleting"]
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
@@ -237,6 +239,7 @@ class ObjectMeta(_Model):
     generation: int = 1
     labels: dict[str, str] = Field(default_factory=dict)
     deletion_timestamp: str | None = None
+    creation_timestamp: str | None = None
 
 
 class ModelArtifact(_Model):

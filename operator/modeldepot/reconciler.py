@@ -13,15 +13,21 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from . import builders, decisions, kube, metrics
-from .errors import InvalidSpecError, ModelDepotError
+from . import builders, decisions, kube, metrics, policy
+from .errors import (
+    InvalidSpecError,
+    ModelDepotError,
+    PathConflictError,
+    PolicyViolationError,
+    TokenSecretNotFoundError,
+)
 from .models import (
     CLEANUP_APP,
     FETCHER_APP,
@@ -30,6 +36,9 @@ from .models import (
     validation_message,
 )
 from .settings import OperatorSettings
+
+ClaimLookup = Callable[[str], Iterable[policy.PathClaim]]
+"""The path claims of every artifact on one storage (kopf index in handlers.py)."""
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ class Outcome:
     deleted: int
     reason: str | None = None
     message: str | None = None
+    uid: str = ""
 
 
 _locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -95,12 +105,27 @@ def _duration(job: Mapping[str, Any]) -> float | None:
     return (parse(str(end).replace("Z", "+00:00")) - parse(str(start).replace("Z", "+00:00"))).total_seconds()
 
 
+def _defaults(settings: OperatorSettings) -> builders.JobDefaults:
+    return builders.JobDefaults(
+        image=settings.fetcher_image,
+        image_pull_policy=settings.fetcher_image_pull_policy,
+        extra_env=settings.fetcher_env,
+        operator_namespace=settings.operator_namespace,
+    )
+
+
+def _jobs_namespace(artifact: ModelArtifact, settings: OperatorSettings) -> str:
+    return builders.job_namespace(artifact, settings.operator_namespace)
+
+
 def _job_states(
-    namespace: str, name: str, artifact: ModelArtifact
+    artifact: ModelArtifact, settings: OperatorSettings
 ) -> tuple[list[decisions.JobState], dict[str, float]]:
     """The artifact's fetch Jobs as decision inputs, and how long each completed one took (by uid)."""
-    jobs = kube.list_jobs(namespace, kube.artifact_selector(name, FETCHER_APP))
-    pods = kube.list_pods(namespace, kube.artifact_selector(name, FETCHER_APP))
+    namespace = _jobs_namespace(artifact, settings)
+    selector = builders.artifact_selector(artifact, FETCHER_APP)
+    jobs = kube.list_jobs(namespace, selector)
+    pods = kube.list_pods(namespace, selector)
     by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for pod in pods:
         job_name = (pod["metadata"].get("labels") or {}).get("job-name")
@@ -115,7 +140,9 @@ def _job_states(
         if config_error and not state.finished and state.succeeded == 0:
             secret = artifact.hugging_face.token_secret_ref
             what = f"Secret {secret.name!r} key {secret.key!r}" if secret else "a referenced Secret"
-            message = f"{what} is missing in namespace {namespace}; the download starts once it exists"
+            message = (
+                f"{what} is missing in namespace {artifact.namespace}; the download starts once it exists"
+            )
             state = replace(
                 state,
                 failure_reason="TokenSecretNotFound",
@@ -127,6 +154,18 @@ def _job_states(
         if state.complete and duration is not None:
             durations[job["metadata"]["uid"]] = duration
     return states, durations
+
+
+def _token_blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
+    """TokenSecretNotFound while the Secret (or its key) named by tokenSecretRef is missing."""
+    ref = artifact.hugging_face.token_secret_ref
+    if ref is None or kube.read_secret_key(artifact.namespace, ref.name, ref.key) is not None:
+        return None
+    return (
+        TokenSecretNotFoundError.reason,
+        f"Secret {ref.name!r} key {ref.key!r} is missing in namespace {artifact.namespace}; "
+        "the download starts once it exists",
+    )
 
 
 def _blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
@@ -149,26 +188,45 @@ def _blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
 # uids of completed fetch Jobs whose duration is already in the histogram
 _timed_jobs: set[str] = set()
 
-# namespace -> monotonic time its fetcher identity was last ensured
-_identity_checked: dict[str, float] = {}
-IDENTITY_RECHECK_SECONDS = 600
 
-
-def _ensure_fetcher_identity(namespace: str) -> None:
-    """The fetcher's ServiceAccount/Role/RoleBinding; re-checked every few minutes, not per event."""
-    checked = _identity_checked.get(namespace)
-    if checked is not None and time.monotonic() - checked < IDENTITY_RECHECK_SECONDS:
-        return
+def _prepare_fetcher(artifact: ModelArtifact, defaults: builders.JobDefaults) -> None:
+    """What a fetch Job needs before it is created: the artifact's own ServiceAccount and a Role
+    that may patch only this artifact's status, and for node-local Jobs (which run in the
+    operator's namespace) a copy of the token. Called only when Jobs are about to be created."""
     kube.ensure_fetcher_identity(
-        builders.fetcher_service_account(namespace),
-        builders.fetcher_role(namespace),
-        builders.fetcher_role_binding(namespace),
+        builders.fetcher_service_account(artifact, defaults),
+        builders.fetcher_role(artifact),
+        builders.fetcher_role_binding(artifact, defaults),
     )
-    _identity_checked[namespace] = time.monotonic()
+    ref = artifact.hugging_face.token_secret_ref
+    if ref is not None and artifact.is_node_local:
+        token = kube.read_secret_key(artifact.namespace, ref.name, ref.key)
+        if token is not None:
+            kube.apply_secret(builders.token_secret_copy(artifact, token, defaults))
 
 
-def _invalid_spec(body: Mapping[str, Any], message: str) -> Outcome:
-    """A spec the schema let through but the operator cannot act on: say so in status, do nothing."""
+def _refusal(artifact: ModelArtifact | None, settings: OperatorSettings) -> int:
+    """Cancel an artifact's download Jobs (it was refused); returns how many were deleted."""
+    if artifact is None:
+        return 0
+    namespace = _jobs_namespace(artifact, settings)
+    jobs = kube.list_jobs(namespace, builders.artifact_selector(artifact, FETCHER_APP))
+    for job in jobs:
+        kube.delete_job(namespace, job["metadata"]["name"])
+    return len(jobs)
+
+
+def _refuse(
+    body: Mapping[str, Any],
+    reason: str,
+    message: str,
+    *,
+    artifact: ModelArtifact | None = None,
+    settings: OperatorSettings | None = None,
+) -> Outcome:
+    """A spec the operator will not act on (invalid, against policy, or on another artifact's path):
+    cancel its downloads, say why in status, create nothing."""
+    deleted = _refusal(artifact, settings) if settings is not None else 0
     generation = body["metadata"].get("generation")
     stamp = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -176,7 +234,7 @@ def _invalid_spec(body: Mapping[str, Any], message: str) -> Outcome:
         return {
             "type": type_,
             "status": status,
-            "reason": InvalidSpecError.reason,
+            "reason": reason,
             "message": message,
             "lastTransitionTime": stamp,
             "observedGeneration": generation,
@@ -194,10 +252,28 @@ def _invalid_spec(body: Mapping[str, Any], message: str) -> Outcome:
     current = body.get("status") or {}
     if changed(current, patch):
         kube.patch_artifact_status(body["metadata"]["namespace"], body["metadata"]["name"], {"status": patch})
-    return Outcome("Failed", current.get("phase"), 0, 0, InvalidSpecError.reason, message)
+    return Outcome(
+        "Failed", current.get("phase"), 0, deleted, reason, message, uid=body["metadata"].get("uid", "")
+    )
 
 
-def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Outcome | None:
+def _refusal_reason(
+    artifact: ModelArtifact, settings: OperatorSettings, claims: ClaimLookup
+) -> tuple[str, str] | None:
+    """PolicyViolation or PathConflict, checked again before any Job (admission may be off)."""
+    broken = policy.violations(artifact, policy.Policy.from_settings(settings))
+    if broken:
+        return PolicyViolationError.reason, "; ".join(broken)
+    mine = policy.path_claim(artifact)
+    other = policy.conflicting_claim(mine, claims(mine.storage))
+    if other is not None:
+        return PathConflictError.reason, policy.conflict_message(mine, other)
+    return None
+
+
+def _reconcile_sync(
+    namespace: str, name: str, settings: OperatorSettings, claims: ClaimLookup
+) -> Outcome | None:
     body = kube.get_artifact(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None
@@ -205,30 +281,34 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
     try:
         artifact = ModelArtifact.from_body(body)
     except ValidationError as error:
-        return _invalid_spec(body, validation_message(error))
-    _ensure_fetcher_identity(namespace)
+        return _refuse(body, InvalidSpecError.reason, validation_message(error))
+    refused = _refusal_reason(artifact, settings, claims)
+    if refused is not None:
+        return _refuse(body, *refused, artifact=artifact, settings=settings)
+    defaults = _defaults(settings)
     node_objects = kube.list_nodes() if artifact.is_node_local else []
     nodes = decisions.matching_nodes(artifact, node_objects) if artifact.is_node_local else None
-    jobs, durations = _job_states(namespace, name, artifact)
-    blocker = _blocker(artifact)
+    jobs, durations = _job_states(artifact, settings)
+    blocker = _blocker(artifact) or _token_blocker(artifact)
     plan = decisions.plan(
         artifact,
         nodes=nodes,
         jobs=jobs,
         now=_now(),
-        image=settings.fetcher_image,
-        image_pull_policy=settings.fetcher_image_pull_policy,
-        extra_env=settings.fetcher_env,
+        defaults=defaults,
         blocker=blocker,
         retry_after=timedelta(seconds=settings.failed_retry_seconds)
         if settings.failed_retry_seconds
         else None,
     )
+    jobs_namespace = _jobs_namespace(artifact, settings)
     for job_name in plan.delete:
-        kube.delete_job(namespace, job_name)
+        kube.delete_job(jobs_namespace, job_name)
     # only needed when Jobs are created or nodes retired, not on every progress event
     needs_cleanup_jobs = artifact.is_node_local and bool(plan.create or plan.stale_nodes)
-    cleanup_jobs = _cleanup_jobs_by_node(artifact) if needs_cleanup_jobs else {}
+    cleanup_jobs = _cleanup_jobs_by_node(artifact, settings) if needs_cleanup_jobs else {}
+    if plan.create:
+        _prepare_fetcher(artifact, defaults)
     created = 0
     for manifest in plan.create:
         cleanup = cleanup_jobs.get(
@@ -238,7 +318,7 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
             # the node matches again while (or after) its copy was being removed
             if not cleanup.finished:
                 continue  # download after the cleanup, on a later pass
-            kube.delete_job(namespace, cleanup.name)
+            kube.delete_job(jobs_namespace, cleanup.name)
         if kube.create_job(manifest):
             created += 1
     if plan.stale_nodes:
@@ -258,11 +338,16 @@ def _reconcile_sync(namespace: str, name: str, settings: OperatorSettings) -> Ou
         deleted=len(plan.delete),
         reason=(failed.reason if failed else None) or (ready["reason"] if ready else None),
         message=ready["message"] if ready else None,
+        uid=artifact.metadata.uid,
     )
 
 
-def _cleanup_jobs_by_node(artifact: ModelArtifact) -> dict[str | None, decisions.JobState]:
-    jobs = kube.list_jobs(artifact.namespace, kube.artifact_selector(artifact.name, CLEANUP_APP))
+def _cleanup_jobs_by_node(
+    artifact: ModelArtifact, settings: OperatorSettings
+) -> dict[str | None, decisions.JobState]:
+    jobs = kube.list_jobs(
+        _jobs_namespace(artifact, settings), builders.artifact_selector(artifact, CLEANUP_APP)
+    )
     states = (decisions.JobState.from_job(job) for job in jobs)
     return {state.node: state for state in states if state.node}
 
@@ -275,24 +360,17 @@ def _retire_nodes(
     settings: OperatorSettings,
 ) -> list[str]:
     """Clean up nodes that stopped matching; returns the status.nodes entries to drop."""
-    namespace, name = artifact.namespace, artifact.name
+    namespace = _jobs_namespace(artifact, settings)
     busy = {
         pod["spec"].get("nodeName", "")
-        for pod in kube.list_pods(namespace, kube.artifact_selector(name, FETCHER_APP))
+        for pod in kube.list_pods(namespace, builders.artifact_selector(artifact, FETCHER_APP))
         if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
     }
     by_name = {node["metadata"]["name"]: node for node in node_objects}
     by_node = {node: job for node, job in cleanup_jobs.items() if node}
     retirement = decisions.retire_nodes(artifact, stale, by_name, by_node, busy)
     for node in retirement.cleanup:
-        kube.create_job(
-            builders.cleanup_job(
-                artifact,
-                node=node,
-                image=settings.fetcher_image,
-                image_pull_policy=settings.fetcher_image_pull_policy,
-            )
-        )
+        kube.create_job(builders.cleanup_job(artifact, node=node, defaults=_defaults(settings)))
     for job_name in retirement.remove_jobs:
         kube.delete_job(namespace, job_name)
     return retirement.forget
@@ -317,12 +395,20 @@ def _record_metrics(
             metrics.downloads_completed.inc()
 
 
-async def reconcile(namespace: str, name: str, settings: OperatorSettings) -> Outcome | None:
-    """Bring one artifact's Jobs and status in line with its spec. Serialized per artifact."""
+def _no_claims(storage: str) -> Iterable[policy.PathClaim]:
+    return ()
+
+
+async def reconcile(
+    namespace: str, name: str, settings: OperatorSettings, claims: ClaimLookup = _no_claims
+) -> Outcome | None:
+    """Bring one artifact's Jobs and status in line with its spec. Serialized per artifact.
+
+    ``claims`` gives the paths other artifacts hold on a storage (``PathConflict`` checks)."""
     started = time.monotonic()
     async with _lock_for(namespace, name):
         try:
-            return await kube.run_blocking(_reconcile_sync, namespace, name, settings)
+            return await kube.run_blocking(_reconcile_sync, namespace, name, settings, claims)
         except ModelDepotError as error:
             metrics.reconcile_errors.labels(retryable=str(error.is_retryable).lower()).inc()
             raise
@@ -361,7 +447,9 @@ def _cleanup_targets(
     known = set(artifact.status.nodes)
     known.update(
         (job["metadata"].get("annotations") or {}).get(builders.ANNOTATION_NODE, "")
-        for job in kube.list_jobs(artifact.namespace, kube.artifact_selector(artifact.name, FETCHER_APP))
+        for job in kube.list_jobs(
+            _jobs_namespace(artifact, settings), builders.artifact_selector(artifact, FETCHER_APP)
+        )
     )
     targets: list[str | None] = []
     for node in sorted(n for n in known if n):
@@ -375,6 +463,8 @@ def _cleanup_targets(
 def _finalize_sync(body: Mapping[str, Any], runtime: float, settings: OperatorSettings) -> FinalizeStep:
     artifact = ModelArtifact.from_body(body)
     namespace, name = artifact.namespace, artifact.name
+    jobs_namespace = _jobs_namespace(artifact, settings)
+    fetch_selector = builders.artifact_selector(artifact, FETCHER_APP)
     if (body.get("status") or {}).get("phase") != "Deleting":
         kube.patch_artifact_status(
             namespace,
@@ -382,18 +472,18 @@ def _finalize_sync(body: Mapping[str, Any], runtime: float, settings: OperatorSe
             {"status": decisions.deleting_patch(artifact, now=_now(), message="cancelling downloads")},
         )
     metrics.record_phase(namespace, name, "Deleting")
-    for job in kube.list_jobs(namespace, kube.artifact_selector(name, FETCHER_APP)):
+    for job in kube.list_jobs(jobs_namespace, fetch_selector):
         if not job["metadata"].get("deletionTimestamp"):
-            kube.delete_job(namespace, job["metadata"]["name"])
+            kube.delete_job(jobs_namespace, job["metadata"]["name"])
     warnings: list[tuple[str, str]] = []
-    pods = kube.list_pods(namespace, kube.artifact_selector(name, FETCHER_APP))
+    pods = kube.list_pods(jobs_namespace, fetch_selector)
     if pods:
         if runtime < settings.cancel_timeout_seconds:
             return FinalizeStep(False, f"{len(pods)} download pod(s) to stop")
         for pod in pods:
             node = pod["spec"].get("nodeName")
             if not node or not kube.node_exists(node):
-                kube.force_delete_pod(namespace, pod["metadata"]["name"])
+                kube.force_delete_pod(jobs_namespace, pod["metadata"]["name"])
         warnings.append(
             (
                 "CancelTimedOut",
@@ -401,26 +491,24 @@ def _finalize_sync(body: Mapping[str, Any], runtime: float, settings: OperatorSe
             )
         )
     if artifact.spec.deletion_policy == "Retain":
-        return FinalizeStep(True, warnings=tuple(warnings))
+        return _finalized(artifact, settings, warnings)
+    broken = policy.violations(artifact, policy.Policy.from_settings(settings))
+    if broken:
+        # no Job ever runs for a spec against policy, not even to delete (it could name /etc)
+        warnings.append((PolicyViolationError.reason, "no cleanup Job: " + "; ".join(broken)))
+        return _finalized(artifact, settings, warnings)
     targets, target_warnings = _cleanup_targets(artifact, settings)
     warnings.extend(target_warnings)
     cleanup_jobs = {
         job["metadata"]["name"]: job
-        for job in kube.list_jobs(namespace, kube.artifact_selector(name, CLEANUP_APP))
+        for job in kube.list_jobs(jobs_namespace, builders.artifact_selector(artifact, CLEANUP_APP))
     }
     pending = []
     for node in targets:
-        job_name = builders.cleanup_job_name(name, node)
+        job_name = builders.cleanup_job_name(name, node, namespace)
         cleanup = cleanup_jobs.get(job_name)
         if cleanup is None:
-            kube.create_job(
-                builders.cleanup_job(
-                    artifact,
-                    node=node,
-                    image=settings.fetcher_image,
-                    image_pull_policy=settings.fetcher_image_pull_policy,
-                )
-            )
+            kube.create_job(builders.cleanup_job(artifact, node=node, defaults=_defaults(settings)))
             pending.append(job_name)
             continue
         state = decisions.JobState.from_job(cleanup)
@@ -437,6 +525,15 @@ def _finalize_sync(body: Mapping[str, Any], runtime: float, settings: OperatorSe
                 f"cleanup Job(s) {', '.join(pending)} did not finish in {settings.cleanup_timeout_seconds}s; files may remain",
             )
         )
+    return _finalized(artifact, settings, warnings)
+
+
+def _finalized(
+    artifact: ModelArtifact, settings: OperatorSettings, warnings: list[tuple[str, str]]
+) -> FinalizeStep:
+    """The last step: what lives in the operator's namespace has no ownerReference to collect it."""
+    if artifact.is_node_local:
+        kube.delete_fetcher_objects(settings.operator_namespace, builders.fetcher_identity_name(artifact))
     return FinalizeStep(True, warnings=tuple(warnings))
 
 

@@ -35,6 +35,28 @@ class OperatorSettings(BaseSettings):
     failed_retry_seconds: float = Field(default=300.0, ge=0)
     """A download that failed for a transient reason (Hub unavailable, pod killed, timeout) is
     retried this long after it failed; 0 disables. Permanent failures wait for a spec change."""
+    operator_namespace: str = "modeldepot-system"
+    """The operator's own namespace (the chart sets it from the pod). Node-local fetch and cleanup
+    Jobs run here, never in a tenant's namespace; it must allow privileged pods (hostPath)."""
+
+    # Admin policy (docs/security.md): what a ModelArtifact author may ask for. The chart's
+    # ValidatingAdmissionPolicy enforces the same rules at apply time.
+    node_local_enabled: bool = True
+    """Whether nodeLocal storage may be used at all."""
+    node_local_namespaces: list[str] = Field(default_factory=list)
+    """Namespaces whose artifacts may use nodeLocal storage; empty: every namespace."""
+    node_local_roots: list[str] = Field(default_factory=lambda: ["/var/lib/modeldepot"])
+    """Host directories nodeLocal paths must equal or lie beneath."""
+    allowed_toleration_keys: list[str] = Field(default_factory=lambda: ["nvidia.com/gpu", "amd.com/gpu"])
+    """Taint keys a nodeLocal artifact may tolerate; "*" allows any key, including a keyless
+    `operator: Exists` that tolerates every taint."""
+    allowed_endpoints: list[str] = Field(default_factory=lambda: ["https://huggingface.co"])
+    """Hub endpoints (or mirrors) a spec may name, and so where tokens may be sent: an entry matches
+    itself and URLs below it ("<entry>/..."); "*" allows any. A spec without endpoint uses the
+    fetcher's default, which the admin chose."""
+    allowed_images: list[str] = Field(default_factory=list)
+    """Images `spec.downloader.image` may name (exact, or a prefix ending in "*"); empty: overriding
+    the image is not allowed."""
 
 
 class FetchSettings(BaseSettings):

@@ -15,6 +15,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 SECRET_TOKEN = "hf_SeCrEtToKeNvAlUe"
 IMAGE = "ghcr.io/example/modeldepot:0.1.0"
+DEFAULTS = builders.JobDefaults(image=IMAGE, operator_namespace="md-system")
 
 
 def artifact(name: str = "minilm", *, node_local: bool = False, **spec: Any) -> ModelArtifact:
@@ -53,7 +54,7 @@ def container(job: dict[str, Any], name: str = "fetch") -> dict[str, Any]:
 
 def test_fetch_job_pvc() -> None:
     a = artifact()
-    job = builders.fetch_job(a, node=None, image=IMAGE)
+    job = builders.fetch_job(a, node=None, defaults=DEFAULTS)
     meta = job["metadata"]
     assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
     assert meta["namespace"] == "ml"
@@ -86,7 +87,8 @@ def test_fetch_job_pvc() -> None:
     pod = spec["template"]["spec"]
     assert spec["template"]["metadata"]["labels"] == meta["labels"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["serviceAccountName"] == "modeldepot-fetcher"
+    assert pod["serviceAccountName"] == builders.fetcher_identity_name(a)
+    assert pod["serviceAccountName"].startswith("mdf-minilm-")
     assert pod["automountServiceAccountToken"] is True
     assert pod["terminationGracePeriodSeconds"] == 30
     assert pod["securityContext"] == {
@@ -94,8 +96,10 @@ def test_fetch_job_pvc() -> None:
         "runAsUser": 65532,
         "runAsGroup": 65532,
         "fsGroup": 65532,
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    assert pod["enableServiceLinks"] is False
     assert "affinity" not in pod and "initContainers" not in pod and "nodeName" not in pod
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "models"}} in pod["volumes"]
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
@@ -105,13 +109,14 @@ def test_fetch_job_pvc() -> None:
         "fetch", "sentence-transformers/all-MiniLM-L6-v2", "--to", "/data/minilm", "--revision", "v1.0",
         "--repo-type", "model", "--include", "*.json", "--include", "onnx/*", "--exclude", "*.bin",
         "--endpoint", "https://mirror.example.com", "--concurrency", "8", "--report", "ml/minilm",
-        "--generation", "7",
+        "--generation", "7", "--owner", "ml/minilm/uid-123",
     ]  # fmt: skip
     assert c["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert c["terminationMessagePath"] == "/dev/termination-log"
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -122,36 +127,53 @@ def test_fetch_job_pvc() -> None:
     assert env["HF_HUB_DISABLE_TELEMETRY"]["value"] == "1"
     assert env["HF_ENDPOINT"]["value"] == "https://mirror.example.com"
     assert env["MODELDEPOT_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
-    assert env["HF_TOKEN"] == {
-        "name": "HF_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "tok", "optional": False}},
+    # the token is a mounted file of the tenant's own Secret, never an env var
+    assert "HF_TOKEN" not in env
+    assert env["HF_TOKEN_PATH"]["value"] == "/var/run/secrets/modeldepot/hf-token/token"
+    token_volume = next(v for v in pod["volumes"] if v["name"] == "hf-token")
+    assert token_volume["secret"] == {
+        "secretName": "hf-token",
+        "items": [{"key": "tok", "path": "token"}],
+        "defaultMode": 0o440,
+        "optional": False,
     }
+    assert {"name": "hf-token", "mountPath": "/var/run/secrets/modeldepot/hf-token", "readOnly": True} in c[
+        "volumeMounts"
+    ]
 
 
 def test_token_is_never_a_literal() -> None:
     a = artifact()
-    job = builders.fetch_job(
-        a, node=None, image=IMAGE, extra_env={"HF_TOKEN": SECRET_TOKEN, "MODELDEPOT_X": "1"}
-    )
+    extra = {"HF_TOKEN": SECRET_TOKEN, "HF_TOKEN_PATH": "/etc/shadow", "MODELDEPOT_X": "1"}
+    job = builders.fetch_job(a, node=None, defaults=builders.JobDefaults(image=IMAGE, extra_env=extra))
     text = json.dumps(job)
-    assert SECRET_TOKEN not in text
+    assert SECRET_TOKEN not in text and "/etc/shadow" not in text
     env = container(job)["env"]
-    tokens = [e for e in env if e["name"] == "HF_TOKEN"]
-    assert len(tokens) == 1 and "value" not in tokens[0]
+    assert not [e for e in env if e["name"] == "HF_TOKEN"]
+    assert [e["value"] for e in env if e["name"] == "HF_TOKEN_PATH"] == [
+        "/var/run/secrets/modeldepot/hf-token/token"
+    ]
     assert {"name": "MODELDEPOT_X", "value": "1"} in env
 
 
 def test_no_token_no_endpoint() -> None:
     a = artifact(source={"huggingFace": {"repo": "a/b"}})
-    job = builders.fetch_job(a, node=None, image=IMAGE)
+    job = builders.fetch_job(a, node=None, defaults=DEFAULTS)
     names = {e["name"] for e in container(job)["env"]}
-    assert "HF_TOKEN" not in names and "HF_ENDPOINT" not in names
+    assert not names & {"HF_TOKEN", "HF_TOKEN_PATH", "HF_ENDPOINT"}
+    assert not [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "hf-token"]
     assert "--endpoint" not in container(job)["args"] and "--include" not in container(job)["args"]
 
 
 def test_fetch_job_node_local() -> None:
     a = artifact(node_local=True)
-    job = builders.fetch_job(a, node="worker-2", image=IMAGE)
+    job = builders.fetch_job(a, node="worker-2", defaults=DEFAULTS)
+    # hostPath work runs in the operator's namespace, never the tenant's (no cross-namespace owner)
+    assert job["metadata"]["namespace"] == "md-system"
+    assert "ownerReferences" not in job["metadata"]
+    assert job["metadata"]["labels"]["modeldepot.dev/artifact-namespace"] == "ml"
+    assert job["metadata"]["annotations"]["modeldepot.dev/artifact-namespace"] == "ml"
+    assert job["metadata"]["name"] != builders.fetch_job_name("minilm", 7, "worker-2")  # namespace hashed in
     assert job["metadata"]["labels"]["modeldepot.dev/node"] == "worker-2"
     assert job["metadata"]["annotations"]["modeldepot.dev/node"] == "worker-2"
     pod = job["spec"]["template"]["spec"]
@@ -171,17 +193,28 @@ def test_fetch_job_node_local() -> None:
     assert init["securityContext"]["runAsUser"] == 0
     assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE"]}
     assert init["securityContext"]["allowPrivilegeEscalation"] is False
-    script = init["command"][-1]
-    for d in ("/data/ml", "/data/.modeldepot/store/ml", "/data/.modeldepot/staging/ml"):
-        assert f" {d}" in script
-    assert "chown 65532:65532" in script and "-R" not in script
+    assert init["command"] == ["modeldepot"]
+    assert init["args"] == ["prepare", "--to", "/data/ml/minilm", "--uid", "65532", "--gid", "65532"]
+    # the token of a node-local Job is the operator's copy in its own namespace
+    token_volume = next(v for v in pod["volumes"] if v["name"] == "hf-token")
+    assert token_volume["secret"]["secretName"] == builders.fetcher_identity_name(a)
+    assert token_volume["secret"]["items"] == [{"key": "token", "path": "token"}]
+
+
+def test_tenant_image_never_prepares_or_cleans() -> None:
+    a = artifact(node_local=True, downloader={"image": "tenant/x:1"})
+    job = builders.fetch_job(a, node="worker-2", defaults=DEFAULTS)
+    assert container(job)["image"] == "tenant/x:1"  # only when policy.allowedImages lists it
+    assert container(job, "prepare")["image"] == IMAGE
+    cleanup = builders.cleanup_job(a, node="worker-2", defaults=DEFAULTS)
+    assert container(cleanup, "cleanup")["image"] == IMAGE
 
 
 def test_node_and_claim_mismatch_rejected() -> None:
     with pytest.raises(ValueError):
-        builders.fetch_job(artifact(node_local=True), node=None, image=IMAGE)
+        builders.fetch_job(artifact(node_local=True), node=None, defaults=DEFAULTS)
     with pytest.raises(ValueError):
-        builders.fetch_job(artifact(), node="n1", image=IMAGE)
+        builders.fetch_job(artifact(), node="n1", defaults=DEFAULTS)
 
 
 def test_downloader_overrides() -> None:
@@ -195,7 +228,7 @@ def test_downloader_overrides() -> None:
             "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "4Gi", "cpu": 2}},
         }
     )
-    job = builders.fetch_job(a, node=None, image=IMAGE)
+    job = builders.fetch_job(a, node=None, defaults=DEFAULTS)
     c = container(job)
     assert c["image"] == "custom:1" and c["imagePullPolicy"] == "Always"
     assert c["resources"] == {"requests": {"memory": "2Gi"}, "limits": {"memory": "4Gi", "cpu": "2"}}
@@ -225,20 +258,24 @@ def test_long_names_keep_valid_labels() -> None:
     long = "m" * 100
     a = artifact(long, node_local=True)
     node = "node-" + "z" * 100
-    job = builders.fetch_job(a, node=node, image=IMAGE)
+    job = builders.fetch_job(a, node=node, defaults=DEFAULTS)
     for value in job["metadata"]["labels"].values():
         assert len(value) <= 63 and LABEL_VALUE.match(value)
-    assert job["metadata"]["annotations"] == {"modeldepot.dev/artifact": long, "modeldepot.dev/node": node}
+    assert job["metadata"]["annotations"] == {
+        "modeldepot.dev/artifact": long,
+        "modeldepot.dev/artifact-namespace": "ml",
+        "modeldepot.dev/node": node,
+    }
     assert builders.label_value("short") == "short"
     assert builders.label_value(long) != builders.label_value(long + "n")
 
 
 def test_cleanup_job() -> None:
     a = artifact(node_local=True)
-    job = builders.cleanup_job(a, node="worker-2", image=IMAGE)
+    job = builders.cleanup_job(a, node="worker-2", defaults=DEFAULTS)
     assert job["metadata"]["labels"]["app.kubernetes.io/name"] == "modeldepot-cleanup"
-    assert job["metadata"]["name"] == builders.cleanup_job_name("minilm", "worker-2")
-    assert job["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is False
+    assert job["metadata"]["name"] == builders.cleanup_job_name("minilm", "worker-2", "ml")
+    assert job["metadata"]["namespace"] == "md-system" and "ownerReferences" not in job["metadata"]
     pod = job["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
@@ -246,33 +283,57 @@ def test_cleanup_job() -> None:
     ]
     assert terms[0]["matchFields"][0]["values"] == ["worker-2"]
     c = container(job, "cleanup")
-    assert c["args"] == ["cleanup", "--to", "/data/ml/minilm"]
+    assert c["args"] == ["cleanup", "--to", "/data/ml/minilm", "--owner", "ml/minilm/uid-123"]
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert "env" not in c
-    pvc_job = builders.cleanup_job(artifact(), node=None, image=IMAGE)
-    assert container(pvc_job, "cleanup")["args"] == ["cleanup", "--to", "/data/minilm"]
+    pvc_job = builders.cleanup_job(artifact(), node=None, defaults=DEFAULTS)
+    assert container(pvc_job, "cleanup")["args"] == [
+        "cleanup", "--to", "/data/minilm", "--owner", "ml/minilm/uid-123"
+    ]  # fmt: skip
+    assert pvc_job["metadata"]["namespace"] == "ml"
+    assert pvc_job["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is False
     assert "affinity" not in pvc_job["spec"]["template"]["spec"]
 
 
-def test_fetcher_rbac() -> None:
-    sa = builders.fetcher_service_account("ml")
-    role = builders.fetcher_role("ml")
-    binding = builders.fetcher_role_binding("ml")
+@pytest.mark.parametrize("node_local", [False, True])
+def test_fetcher_identity_patches_only_its_own_artifact(node_local: bool) -> None:
+    a = artifact(node_local=node_local)
+    sa = builders.fetcher_service_account(a, DEFAULTS)
+    role = builders.fetcher_role(a)
+    binding = builders.fetcher_role_binding(a, DEFAULTS)
+    name = builders.fetcher_identity_name(a)
+    jobs_namespace = "md-system" if node_local else "ml"
+    assert sa["metadata"]["namespace"] == jobs_namespace
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "ml"
     for obj in (sa, role, binding):
-        assert obj["metadata"]["name"] == "modeldepot-fetcher" and obj["metadata"]["namespace"] == "ml"
+        assert obj["metadata"]["name"] == name
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modeldepot"
     assert role["rules"] == [
-        {"apiGroups": ["modeldepot.dev"], "resources": ["modelartifacts/status"], "verbs": ["get", "patch"]},
-        {"apiGroups": ["modeldepot.dev"], "resources": ["modelartifacts"], "verbs": ["get"]},
+        {
+            "apiGroups": ["modeldepot.dev"],
+            "resources": ["modelartifacts/status"],
+            "resourceNames": ["minilm"],
+            "verbs": ["get", "patch"],
+        }
     ]
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": "modeldepot-fetcher",
-    }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "modeldepot-fetcher", "namespace": "ml"}
-    ]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": jobs_namespace}]
+    # ownerReferences only where they can point at the artifact (same namespace)
+    assert ("ownerReferences" in sa["metadata"]) is (not node_local)
+    assert "ownerReferences" in role["metadata"] and "ownerReferences" in binding["metadata"]
+
+
+def test_identity_names_differ_across_namespaces() -> None:
+    a = artifact()
+    b = ModelArtifact.from_body({**a.to_api(), "metadata": {**a.metadata.to_api(), "namespace": "other"}})
+    assert builders.fetcher_identity_name(a) != builders.fetcher_identity_name(b)
+    assert builders.fetch_job_name("m", 1, "n", "ns1") != builders.fetch_job_name("m", 1, "n", "ns2")
+
+
+def test_token_copy_carries_one_key() -> None:
+    copy = builders.token_secret_copy(artifact(node_local=True), b"hf_x", DEFAULTS)
+    assert copy["metadata"]["namespace"] == "md-system"
+    assert copy["data"] == {"token": "aGZfeA=="}
 
 
 def test_claim() -> None:

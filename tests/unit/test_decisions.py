@@ -14,6 +14,7 @@ from modeldepot.models import JobResult, ModelArtifact, Toleration
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 IMAGE = "modeldepot:test"
+DEFAULTS = builders.JobDefaults(image=IMAGE)
 COMMIT = "53aa51172fb0b7b43cac4ae4ed8f8c4c1ee1f7ab"
 DIGEST = "sha256:" + "ab" * 32
 
@@ -53,7 +54,7 @@ def run(
     jobs: list[JobState] | None = None,
     now: datetime = T0,
 ) -> Plan:
-    return plan(ModelArtifact.from_body(b), nodes=nodes, jobs=jobs or [], now=now, image=IMAGE)
+    return plan(ModelArtifact.from_body(b), nodes=nodes, jobs=jobs or [], now=now, defaults=DEFAULTS)
 
 
 def apply(b: dict[str, Any], p: Plan) -> dict[str, Any]:
@@ -276,7 +277,12 @@ def test_blocker_fails_instead_of_creating_and_clears_when_resolved() -> None:
     b = body()
     a = ModelArtifact.from_body(b)
     p = plan(
-        a, nodes=None, jobs=[], now=T0, image=IMAGE, blocker=("StorageNotFound", "claim models not found")
+        a,
+        nodes=None,
+        jobs=[],
+        now=T0,
+        defaults=DEFAULTS,
+        blocker=("StorageNotFound", "claim models not found"),
     )
     assert p.create == [] and p.phase == "Failed"
     assert conds(p)["Stalled"] == ("True", "StorageNotFound")
@@ -284,7 +290,9 @@ def test_blocker_fails_instead_of_creating_and_clears_when_resolved() -> None:
     later = run(apply(b, p), now=T0 + timedelta(minutes=1))
     assert len(later.create) == 1 and later.phase == "Pending"
     # a running Job is not disturbed by a blocker found later
-    running = plan(a, nodes=None, jobs=[job(active=1)], now=T0, image=IMAGE, blocker=("StorageNotFound", "x"))
+    running = plan(
+        a, nodes=None, jobs=[job(active=1)], now=T0, defaults=DEFAULTS, blocker=("StorageNotFound", "x")
+    )
     assert running.delete == [] and running.phase == "Pending"
 
 
@@ -437,7 +445,7 @@ def test_plan_is_a_fixed_point() -> None:
 
 def test_job_state_from_manifest() -> None:
     a = ModelArtifact.from_body(body(node_local=True))
-    manifest = builders.fetch_job(a, node="worker-1", image=IMAGE)
+    manifest = builders.fetch_job(a, node="worker-1", defaults=DEFAULTS)
     manifest["status"] = {
         "failed": 1,
         "conditions": [
@@ -577,7 +585,7 @@ def test_transient_failure_says_when_it_will_be_retried() -> None:
         nodes=None,
         jobs=[failed_job("HubUnavailable", timedelta(seconds=10))],
         now=T0,
-        image=IMAGE,
+        defaults=DEFAULTS,
         retry_after=timedelta(minutes=5),
     )
     assert p.phase == "Failed" and not p.delete and not p.create
@@ -591,7 +599,7 @@ def test_transient_failure_is_retried_after_the_delay() -> None:
         nodes=None,
         jobs=[old],
         now=T0,
-        image=IMAGE,
+        defaults=DEFAULTS,
         retry_after=timedelta(minutes=5),
     )
     assert p.delete == [old.name]
@@ -608,7 +616,7 @@ def test_permanent_failures_are_not_retried(reason: str) -> None:
         # a permanent error fails the Job at once through its podFailurePolicy
         jobs=[failed_job(reason, timedelta(hours=2), job_reason="PodFailurePolicy")],
         now=T0,
-        image=IMAGE,
+        defaults=DEFAULTS,
         retry_after=timedelta(minutes=5),
     )
     assert not p.delete and p.phase == "Failed"
@@ -622,7 +630,7 @@ def test_retry_disabled_keeps_transient_failures() -> None:
 
 
 def test_job_failure_time_is_read_from_the_failed_condition() -> None:
-    manifest = builders.fetch_job(ModelArtifact.from_body(body()), node=None, image=IMAGE)
+    manifest = builders.fetch_job(ModelArtifact.from_body(body()), node=None, defaults=DEFAULTS)
     manifest["status"] = {
         "failed": 5,
         "conditions": [
