@@ -51,6 +51,14 @@ def _build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--to", required=True, type=Path, help="published path P, as given to fetch")
     cleanup.add_argument("--root", type=Path, default=None, help="storage root (default: as for fetch)")
 
+    prepare = sub.add_parser(
+        "prepare", help="create the directories a node-local fetch writes into (root init step)"
+    )
+    prepare.add_argument("--to", required=True, type=Path, help="published path P, as given to fetch")
+    prepare.add_argument("--root", type=Path, default=None, help="storage root (default: as for fetch)")
+    prepare.add_argument("--uid", type=int, required=True, help="owner of the directories created")
+    prepare.add_argument("--gid", type=int, required=True, help="group of the directories created")
+
     sub.add_parser("operator", help="run the operator (kopf)")
     return parser
 
@@ -129,6 +137,23 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    """Exit 0 when the directories exist, 2 when the path is refused (symlink, invalid), 1 on I/O errors."""
+    from modeldepot.errors import ModelDepotError
+    from modeldepot.fetcher.prepare import prepare
+
+    log = logging.getLogger("modeldepot.prepare")
+    try:
+        prepare(args.to, root=args.root, uid=args.uid, gid=args.gid)
+    except ModelDepotError as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("preparing %s failed: %s", args.to, exc)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
@@ -139,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fetch(args)
     if args.command == "cleanup":
         return _cleanup(args)
+    if args.command == "prepare":
+        return _prepare(args)
     return _operator(args)
 
 
