@@ -41,7 +41,9 @@ Test controls, as Python methods and as HTTP under `/_emulator/` (control calls 
 of the served bytes, advertised hashes unchanged), `fail_next` (next N matching requests answer
 500/503), `truncate_next` (next N matching GETs close the connection after K body bytes),
 `requests` / `clear_requests` (method, path, Range, status, body bytes, whether an Authorization
-header was present -- never the token), `add_tag` / `set_branch`, `reset_faults`.
+header was present -- never the token), `add_tag` / `set_branch`, `reset_faults`. Hostile modes (a
+Hub that lies about commits and file names, loops its pagination, trickles or never answers) are
+under `hostile` (`localdev.hubfaults.HostileHub`), with `add_repo_from_files(check_paths=False)`.
 HTTP (JSON bodies; `repoType` defaults to `model`): `GET /_emulator/health`, `GET|DELETE
 /_emulator/requests`, `GET /_emulator/repos`, `POST /_emulator/throttle {bps, repo?}`,
 `POST|DELETE /_emulator/corrupt {repo, path, offset, count?}`, `POST /_emulator/fail {path, count,
@@ -81,6 +83,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from localdev.hubfaults import HostileHub, send_trickle
 
 __all__ = [
     "DEFAULT_LFS_PATTERNS",
@@ -374,6 +378,8 @@ class HubEmulator:
         self._meta_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.hostile = HostileHub()
+        """Hostile modes (localdev.hubfaults): lying commit ids, looping pagination, trickle, silence."""
         if throttle_bps:
             self.set_throttle(throttle_bps)
 
@@ -392,6 +398,7 @@ class HubEmulator:
         server, self._server = self._server, None
         if server is None:
             return
+        self.hostile.unsilence()
         server.shutdown()
         server.close_all_connections()
         server.server_close()
@@ -457,17 +464,18 @@ class HubEmulator:
         token: str | None = None,
         private: bool = False,
         message: str | None = None,
+        check_paths: bool = True,
     ) -> str:
         """Create the repo if needed and commit exactly `files` on branch `revision`; return the sha.
 
         A later call with the same repo adds a new commit (child of the branch's head) whose tree
         is `files` (a full replacement, not a merge). `token` makes the repo gated (or private,
-        with `private=True`) for that token.
+        with `private=True`) for that token. `check_paths=False` keeps names verbatim (hostile
+        names: control characters, `..`, absolute, very long) instead of refusing them.
         """
         key = _repo_key(repo_type, repo_id)
-        entries = {
-            self._clean_path(p): self._make_entry(self._clean_path(p), spec) for p, spec in files.items()
-        }
+        clean = self._clean_path if check_paths else (lambda p: p)
+        entries = {clean(p): self._make_entry(clean(p), spec) for p, spec in files.items()}
         with self._lock:
             repo = self._repos.get(key)
             if repo is None:
@@ -585,11 +593,12 @@ class HubEmulator:
         self._add_fault(path, count, repo_id, repo_type, ["GET"], after_bytes=after_bytes, status=0)
 
     def reset_faults(self) -> None:
-        """Lift throttles, corruptions and pending failures/truncations."""
+        """Lift throttles, corruptions, pending failures/truncations and hostile modes."""
         with self._lock:
             self._buckets.clear()
             self._faults.clear()
             self._corruptions.clear()
+        self.hostile.reset()
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -917,6 +926,13 @@ class _Handler(BaseHTTPRequestHandler):
                     "duration": None,
                 }
             )
+        if not control and self.emu.hostile.is_silent(url_path):
+            # hostile: read the request, never answer (the log entry ends now, status 0)
+            if entry is not None:
+                self.emu._end_request(entry, duration=round(time.monotonic() - started, 6))
+            self.emu.hostile.hold()
+            self.close_connection = True
+            return
         try:
             if control:
                 self._control(method, split.path[len(_CONTROL_PREFIX) :], body)
@@ -1028,7 +1044,7 @@ class _Handler(BaseHTTPRequestHandler):
             "_id": hashlib.sha1(f"{repo.repo_type}/{repo.repo_id}".encode()).hexdigest()[:24],
             "id": repo.repo_id,
             "author": author,
-            "sha": commit.sha,
+            "sha": self.emu.hostile.commit_sha((repo.repo_type, repo.repo_id), commit.sha),
             "lastModified": _iso(commit.date),
             "createdAt": _iso(repo.created),
             "private": repo.private,
@@ -1086,6 +1102,10 @@ class _Handler(BaseHTTPRequestHandler):
             host = self.headers.get("Host") or f"{self.emu.host}:{self.emu.port}"
             link = f"http://{host}{urlsplit(self.path).path}?{urlencode(params)}"
             headers["Link"] = f'<{link}>; rel="next"'
+        host = self.headers.get("Host") or f"{self.emu.host}:{self.emu.port}"
+        loop = self.emu.hostile.next_link((repo.repo_type, repo.repo_id), f"http://{host}{self.path}")
+        if loop is not None:
+            headers["Link"] = f'<{loop}>; rel="next"'
         self._send_json(page, headers=headers)
 
     def _paths_info(self, repo: _Repo, revision: str, body: bytes) -> None:
@@ -1226,7 +1246,11 @@ class _Handler(BaseHTTPRequestHandler):
         if truncation is not None:
             limit = min(end, start + truncation.after_bytes)
         corrupt = self.emu._take_corruptions(repo_key, entry.path, start, limit)
-        self._stream(entry, repo_key, start, limit, corrupt)
+        trickle = self.emu.hostile.take_trickle(repo_key, entry.path) if method == "GET" else None
+        if trickle is not None:
+            self._trickle(entry, start, limit, trickle)
+        else:
+            self._stream(entry, repo_key, start, limit, corrupt)
         if limit < end:
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -1245,6 +1269,20 @@ class _Handler(BaseHTTPRequestHandler):
                     byte = self._read_span(entry, file, bad, bad + 1)
                     self._send_bytes(bytes([byte[0] ^ 0xFF]), repo_key)
                 pos = bad + 1
+        finally:
+            if file is not None:
+                file.close()
+
+    def _trickle(self, entry: _Entry, start: int, end: int, bps: float) -> None:
+        file = entry.disk.open("rb") if entry.disk is not None else None
+        try:
+            send_trickle(
+                lambda data: self._send_bytes(data, None),
+                lambda a, b: self._read_span(entry, file, a, b),
+                start,
+                end,
+                bps,
+            )
         finally:
             if file is not None:
                 file.close()

@@ -81,7 +81,21 @@ class FetchSettings(BaseSettings):
     backoff_base: float = Field(default=0.5, gt=0)
     backoff_max: float = Field(default=20.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to open a connection to the Hub (metadata calls and downloads)."""
     read_timeout: float = Field(default=60.0, gt=0)
+    """Seconds one socket read may wait for data (metadata calls and downloads)."""
+    metadata_timeout: float = Field(default=120.0, gt=0)
+    """Deadline of one metadata call (resolve, the whole file listing), its retries included;
+    on expiry the fetch fails with HubUnavailable (transient)."""
+    max_tree_pages: int = Field(default=1000, ge=1)
+    """Most pages of a file listing; more (or a page repeated) is InvalidSpec (permanent)."""
+    max_tree_entries: int = Field(default=1_000_000, ge=1)
+    """Most entries (files and folders) of a file listing; more is InvalidSpec (permanent)."""
+    min_bytes_per_second: float = Field(default=64 * 1024, ge=0)
+    """Throughput floor of the downloads (0: none): a stream slower than its share of it
+    (floor / streams running) over `stall_window` is cut and resumed by Range, as a retry."""
+    stall_window: float = Field(default=30.0, gt=0)
+    """Seconds over which a download stream's throughput is measured against the floor."""
     fsync: bool = True
     """fsync each verified file and the published directories (durable across node crashes)."""
     stop_grace: float = Field(default=5.0, ge=0)
