@@ -81,10 +81,14 @@ class RetryPolicy:
 class _Transient(Exception):
     """A retryable failure of one attempt; `error` is what to raise when retries run out."""
 
-    def __init__(self, error: errors.ModelDepotError, retry_after: float | None = None) -> None:
+    def __init__(
+        self, error: errors.ModelDepotError, retry_after: float | None = None, *, stalled: bool = False
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+        self.stalled = stalled
+        """Cut for being below the throughput floor: counts against the retries even if bytes came."""
 
 
 class _Restart(Exception):
@@ -170,6 +174,8 @@ class Transfer:
         on_file: Callable[[VerifiedFile], None] = lambda f: None,
         stop_grace: float = 5.0,
         fsync: bool = True,
+        min_bytes_per_second: float = 64 * 1024,
+        stall_window: float = 30.0,
     ) -> None:
         _tune_httpcore()
         self._concurrency = concurrency
@@ -182,6 +188,14 @@ class Transfer:
         self._on_file = on_file
         self._stop_grace = stop_grace
         self._fsync = fsync
+        self._min_bps = min_bytes_per_second
+        self._stall_window = stall_window
+        # An attempt must bring this much to reset the retry count (1 byte/connection is no progress).
+        self._progress_floor = max(1, int(min_bytes_per_second * stall_window))
+        self._streams = 0
+        self._streams_lock = threading.Lock()
+        # Authorization (client-wide header) is dropped by httpx on a redirect to another origin
+        # (scheme, host or port; only an http->https upgrade of the same host keeps it).
         self._client = httpx.Client(
             headers=headers,
             follow_redirects=True,
@@ -282,7 +296,9 @@ class Transfer:
                         f"{item.path}: cannot resume (Range not honoured)"
                     ) from None
             except _Transient as exc:
-                if state.offset > start:
+                # Real progress resets the count; a stall or a connection that brings only a few
+                # bytes does not, so a hostile server cannot keep one file going for ever.
+                if not exc.stalled and (state.offset - start >= min(self._progress_floor, item.size - start)):
                     attempt = 0
                 if attempt >= self._retry.max_retries:
                     raise exc.error from None
@@ -354,19 +370,51 @@ class Transfer:
             buf.clear()
 
         state.segments += 1
-        last_flush = time.monotonic()
+        last_flush = window_start = time.monotonic()
+        window_bytes = 0
+        stalled: str | None = None
+        with self._streams_lock:
+            self._streams += 1
         try:
             for piece in response.iter_raw():
                 buf += piece
+                now = time.monotonic()
+                window_bytes += len(piece)
+                if self._min_bps > 0 and now - window_start >= self._stall_window:
+                    stalled = self._stalled(window_bytes, now - window_start)
+                    if stalled is not None:
+                        break
+                    window_start, window_bytes = now, 0
                 # Large batches on fast links; at least ~4 flushes/s on slow ones (progress, resume).
-                if len(buf) >= self._chunk or time.monotonic() - last_flush > 0.25:
+                if len(buf) >= self._chunk or now - last_flush > 0.25:
                     if self._stopping():
                         break
                     flush()
                     last_flush = time.monotonic()
         finally:
+            with self._streams_lock:
+                self._streams -= 1
             flush()
         self._check_stop()
+        if stalled is not None:
+            raise _Transient(
+                errors.DownloadFailedError(f"{item.path}: stalled at byte {state.offset}, {stalled}"),
+                stalled=True,
+            )
+
+    def _stalled(self, got: int, seconds: float) -> str | None:
+        """Why a stream that got `got` bytes in `seconds` is too slow, or None.
+
+        The floor is shared by the streams running: each must reach `min_bytes_per_second /
+        streams`, so a slow link with many parallel files is not mistaken for a trickling server.
+        """
+        with self._streams_lock:
+            streams = max(1, self._streams)
+        floor = self._min_bps / streams
+        rate = got / seconds
+        if rate >= floor:
+            return None
+        return f"{rate:.0f} B/s over {seconds:.1f}s, below the floor of {floor:.0f} B/s"
 
     # -- many files -----------------------------------------------------------------------------
 
