@@ -34,7 +34,9 @@ EXIT_TRANSIENT = 1
 EXIT_PERMANENT = 2
 EXIT_SIGTERM = 143
 EXIT_SIGINT = 130
-MAX_MESSAGE = 1024  # the whole termination message must stay under the kubelet's 4 KiB
+MAX_MESSAGE = 1024  # characters of a failure message in status and the termination message
+TERMINATION_MESSAGE_BYTES = 3800
+"""Budget of the encoded termination message: the kubelet keeps at most 4096 bytes of it."""
 
 
 @dataclass
@@ -69,16 +71,40 @@ class FetchResult:
     reused_files: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The termination message as a dict; encoded it fits `TERMINATION_MESSAGE_BYTES`."""
+        data: dict[str, Any] = json.loads(self.to_json())
+        return data
+
+    def _fields(self, message: str, path: str) -> dict[str, Any]:
         return {
             "phase": self.phase,
             "reason": self.reason,
-            "message": self.message[:MAX_MESSAGE],
+            "message": message,
             "commit": self.commit,
             "digest": self.digest,
             "totalBytes": self.total_bytes,
             "fileCount": self.file_count,
-            "path": self.path,
+            "path": path,
         }
+
+    def to_json(self, limit: int = TERMINATION_MESSAGE_BYTES) -> str:
+        """Compact JSON of at most `limit` UTF-8 bytes.
+
+        phase, reason, commit, digest, totalBytes and fileCount are always complete; the message
+        (at most `MAX_MESSAGE` characters) and then the path are shortened, on character
+        boundaries and marked with "…", only as far as needed.
+        """
+        message = _printable(self.message[:MAX_MESSAGE] + ("…" if len(self.message) > MAX_MESSAGE else ""))
+        path = _printable(self.path)
+        fixed = _json_bytes(self._fields("", ""))
+        room = max(0, limit - fixed)
+        m, p = _json_bytes(message) - 2, _json_bytes(path) - 2
+        if m + p > room:
+            # the path identifies the result: it keeps at least half the room, the message the rest
+            p_room = min(p, max(room // 2, room - m))
+            path = _fit(path, p_room)
+            message = _fit(message, room - (_json_bytes(path) - 2))
+        return json.dumps(self._fields(message, path), ensure_ascii=False, separators=(",", ":"))
 
 
 def _reusable(
@@ -305,11 +331,38 @@ def _fetch(
     return result(manifest, downloaded, reused)
 
 
+def _printable(text: str) -> str:
+    """`text` as valid UTF-8 text (lone surrogates, e.g. of undecodable file names, escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def _fit(text: str, room: int) -> str:
+    """The longest prefix of `text` (plus "…" if cut) whose JSON string body has <= `room` bytes."""
+    if _json_bytes(text) - 2 <= room:
+        return text
+    lo, hi = 0, len(text)  # binary search on characters: never splits a UTF-8 sequence
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _json_bytes(text[:mid] + "…") - 2 <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + "…" if _json_bytes(text[:lo] + "…") - 2 <= room else ""
+
+
 def write_termination_message(path: Path, result: FetchResult) -> None:
-    """Best effort: outside a pod the path usually does not exist or is not writable."""
+    """Best effort: outside a pod the path usually does not exist or is not writable.
+
+    The kubelet keeps at most 4096 bytes of it (more is cut, and a cut JSON loses the result), so
+    `FetchResult.to_json` keeps it within `TERMINATION_MESSAGE_BYTES`.
+    """
     try:
-        with path.open("w", encoding="utf-8") as fh:
-            json.dump(result.to_dict(), fh)
+        with path.open("wb") as fh:
+            fh.write(result.to_json().encode("utf-8"))
     except OSError as exc:
         log.debug("termination message not written to %s: %s", path, exc)
 
