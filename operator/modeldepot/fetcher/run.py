@@ -193,12 +193,7 @@ def _fetch(
     hub: HubClient | None,
 ) -> FetchResult:
     layout = Layout(request.target, request.root or settings.storage_root)
-    hub = hub or HubClient(
-        endpoint=request.endpoint,
-        max_retries=settings.max_retries,
-        backoff_base=settings.backoff_base,
-        backoff_max=settings.backoff_max,
-    )
+    hub = hub or HubClient.from_settings(settings, endpoint=request.endpoint)
     tracker.phase = "Downloading"  # summary: "Resolving files" until the plan is known
     snap = hub.snapshot(
         request.repo_id,
@@ -311,6 +306,8 @@ def _fetch(
             on_file=on_file,
             stop_grace=settings.stop_grace,
             fsync=settings.fsync,
+            min_bytes_per_second=settings.min_bytes_per_second,
+            stall_window=settings.stall_window,
         ) as transfer:
             try:
                 for v in transfer.fetch_all(items):
