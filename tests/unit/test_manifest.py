@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from modeldepot.fetcher.manifest import (
     FileEntry,
     Manifest,
@@ -103,3 +105,39 @@ def test_digest_of_dir_follows_a_top_level_symlink(tmp_path: Path) -> None:
     (real / "d" / ".modeldepot").mkdir()
     (real / "d" / ".modeldepot" / "k").write_bytes(b"k")
     assert "d/.modeldepot/k" in [e.path for e in entries_of_dir(real)]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        FileEntry("a\tb", 1, "11"),
+        FileEntry("a\nb", 1, "11"),
+        FileEntry("nul\x00", 1, "11"),
+        FileEntry("del\x7f", 1, "11"),
+        FileEntry("", 1, "11"),
+        FileEntry("lone\udc80", 1, "11"),
+        FileEntry("a", -1, "11"),
+        FileEntry("a", True, "11"),
+        FileEntry("a", 1, "11\n"),
+    ],
+)
+def test_digest_refuses_entries_the_canonical_form_cannot_encode(entry: FileEntry) -> None:
+    with pytest.raises(ValueError):
+        compute_digest([FileEntry("ok", 1, "22"), entry])
+
+
+def test_separators_in_names_cannot_forge_a_digest() -> None:
+    # Without the check, one file named "a\t1\t11\nb" would hash like the two files a and b.
+    honest = [FileEntry("a", 1, "11"), FileEntry("b", 2, "22")]
+    assert compute_digest(honest)
+    with pytest.raises(ValueError):
+        compute_digest([FileEntry("a\t1\t11\nb", 2, "22")])
+
+
+def test_manifest_with_a_forged_name_is_not_read(tmp_path: Path) -> None:
+    m = Manifest(repo="org/m", repo_type="model", revision="main", commit="c" * 40, files=[])
+    data = m.to_dict()
+    data["files"] = [{"path": "x\ny", "size": 1, "sha256": "11"}]
+    (tmp_path / ".modeldepot").mkdir()
+    (tmp_path / ".modeldepot" / "manifest.json").write_text(json.dumps(data))
+    assert Manifest.read(tmp_path) is None

@@ -2,6 +2,12 @@
 
 The digest is `"sha256:" + sha256("".join(f"{path}\\t{size}\\t{sha256}\\n" ...))` over the files
 sorted by their UTF-8 path bytes; nothing under `.modeldepot/` takes part.
+
+This canonical form is unambiguous: a path never contains a tab or a newline, because the fetcher
+refuses every file name with a control character (C0 or DEL, `hub.check_remote_path`), a size is
+a non-negative decimal integer and a sha256 is hex. `compute_digest` (and so `Manifest.digest`)
+raises ValueError for an entry that breaks this, and `Manifest.from_dict` refuses one, so two
+different file sets can never share a digest by playing with separators.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +25,7 @@ from typing import Any
 META_DIR = ".modeldepot"
 MANIFEST_NAME = "manifest.json"
 HASH_CHUNK = 8 * 1024 * 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, order=True)
@@ -37,10 +45,26 @@ def sort_entries(files: Iterable[FileEntry]) -> list[FileEntry]:
     return sorted(files, key=lambda f: f.path.encode("utf-8"))
 
 
+def check_entry(f: FileEntry) -> FileEntry:
+    """`f` if the canonical form can encode it unambiguously, else ValueError.
+
+    The path must be non-empty UTF-8 without control characters (no tab, no newline), the size a
+    non-negative int and the sha256 free of control characters too.
+    """
+    if not isinstance(f.path, str) or not f.path or _CONTROL.search(f.path):
+        raise ValueError(f"file name not allowed in a manifest: {f.path!r:.200}")
+    f.path.encode("utf-8")  # UnicodeEncodeError (a ValueError) for lone surrogates
+    if not isinstance(f.size, int) or isinstance(f.size, bool) or f.size < 0:
+        raise ValueError(f"invalid size in a manifest entry: {f.size!r:.50}")
+    if not isinstance(f.sha256, str) or _CONTROL.search(f.sha256):
+        raise ValueError(f"invalid sha256 in a manifest entry: {f.sha256!r:.100}")
+    return f
+
+
 def compute_digest(files: Iterable[FileEntry]) -> str:
-    """The canonical digest of a set of files."""
+    """The canonical digest of a set of files (ValueError for an entry `check_entry` refuses)."""
     h = hashlib.sha256()
-    for f in sort_entries(files):
+    for f in sort_entries(check_entry(f) for f in files):
         h.update(f"{f.path}\t{f.size}\t{f.sha256}\n".encode())
     return "sha256:" + h.hexdigest()
 
@@ -84,7 +108,9 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        files = [FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in data["files"]]
+        files = [
+            check_entry(FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"]))) for f in data["files"]
+        ]
         return cls(
             repo=str(data["repo"]),
             repo_type=str(data.get("repoType", "model")),
