@@ -494,3 +494,55 @@ def test_large_synthetic_files_are_generated_on_disk_once(tmp_path: Path) -> Non
     assert meta["sha256"] == sha256(generated[0].read_bytes()) and meta["lfs"] is True
     with emu:
         assert httpx.get(f"{emu.url}/org/big/resolve/main/big.dat").content == generated[0].read_bytes()
+
+
+# -- hostile modes (localdev.hubfaults) ---------------------------------------------------------
+
+
+def test_hostile_commit_sha_and_verbatim_names(hub: HubEmulator) -> None:
+    commit = hub.add_repo_from_files(
+        "org/h", {"ok": b"1", "new\nline": b"2", "../up": b"3"}, check_paths=False
+    )
+    hub.hostile.set_commit_sha("org/h", "../../victim")
+    api = HfApi(endpoint=hub.url, token=False)
+    assert api.model_info("org/h").sha == "../../victim"
+    names = {
+        f.path
+        for f in api.list_repo_tree("org/h", revision=commit, recursive=True)
+        if isinstance(f, RepoFile)
+    }
+    assert names == {"ok", "new\nline", "../up"}
+    url = hf_hub_url_for(hub, commit, "new\nline")
+    assert httpx.get(url).content == b"2"
+    hub.reset_faults()
+    assert api.model_info("org/h").sha == commit
+    with pytest.raises(ValueError):
+        hub.add_repo_from_files("org/h", {"../up": b"3"})  # checked by default
+
+
+def hf_hub_url_for(hub: HubEmulator, commit: str, path: str) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url("org/h", path, revision=commit, endpoint=hub.url)
+
+
+def test_hostile_looping_tree_link(hub: HubEmulator) -> None:
+    hub.add_repo_from_files("org/h", {"a": b"1"})
+    hub.hostile.loop_tree("org/h")
+    response = httpx.get(f"{hub.url}/api/models/org/h/tree/main?recursive=true")
+    assert response.links["next"]["url"] == str(response.request.url)
+
+
+def test_hostile_trickle_and_silence(hub: HubEmulator) -> None:
+    hub.add_repo_from_files("org/h", {"w.bin": os.urandom(3000)})
+    hub.hostile.trickle("org/h", "w.bin", 10_000, count=1)
+    pieces: list[int] = []
+    with httpx.stream("GET", f"{hub.url}/org/h/resolve/main/w.bin") as response:
+        pieces.extend(len(p) for p in response.iter_raw())
+    assert sum(pieces) == 3000 and len(pieces) > 2  # small pieces, not one burst
+    hub.hostile.silence("/api/*")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{hub.url}/api/models/org/h", timeout=httpx.Timeout(5, read=0.3))
+    assert httpx.get(f"{hub.url}/org/h/resolve/main/w.bin").status_code == 200  # only /api/* is silent
+    hub.hostile.unsilence()
+    assert httpx.get(f"{hub.url}/api/models/org/h").status_code == 200
