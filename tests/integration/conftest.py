@@ -74,12 +74,23 @@ def cluster() -> Iterator[ClusterHandle]:
             local.down()
 
 
+# Tenant namespaces are held to Pod Security "restricted" by the real apiserver's admission: every
+# pod the operator creates there must pass it. Node-local (hostPath) pods run in the operator's
+# namespace instead, which is "privileged".
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+OPERATOR_NAMESPACE = "modeldepot-system"
+
+
 @contextlib.contextmanager
-def fresh_namespace(cluster: ClusterHandle) -> Iterator[str]:
-    """A new namespace, ready for pods, deleted afterwards."""
+def fresh_namespace(cluster: ClusterHandle, *, labels: dict[str, str] | None = None) -> Iterator[str]:
+    """A new namespace (Pod Security restricted unless `labels` say otherwise), deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": name, "labels": {"modeldepot.dev/test": "true"}}})
+    chosen = RESTRICTED if labels is None else labels
+    core.create_namespace({"metadata": {"name": name, "labels": {"modeldepot.dev/test": "true", **chosen}}})
     # pods are rejected until the serviceaccount controller has made the namespace's default SA
     wait_until(
         lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
@@ -166,9 +177,30 @@ class OperatorHandle:
             return False
 
 
+def ensure_operator_namespace(cluster: ClusterHandle, name: str = OPERATOR_NAMESPACE) -> None:
+    """The operator's own namespace, where node-local (hostPath) Jobs run: Pod Security privileged."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    core = client.CoreV1Api(cluster.api)
+    wait_until(
+        lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
+        timeout=30,
+        what=f"default ServiceAccount in {name}",
+    )
+
+
 @pytest.fixture(scope="session")
-def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorHandle]:
-    """The CRD installed and `modeldepot operator` running as a process against the cluster."""
+def operator(
+    cluster: ClusterHandle, hub: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorHandle]:
+    """The CRD installed and `modeldepot operator` running as a process against the cluster.
+
+    Its policy allows the test Hub's endpoint (and only that one)."""
+    ensure_operator_namespace(cluster)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/modelartifacts.modeldepot.dev", "--timeout=30s"
@@ -184,6 +216,8 @@ def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
         "MODELDEPOT_CANCEL_TIMEOUT_SECONDS": "20",
         "MODELDEPOT_CLEANUP_TIMEOUT_SECONDS": "30",
         "MODELDEPOT_FAILED_RETRY_SECONDS": "5",
+        "MODELDEPOT_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+        "MODELDEPOT_ALLOWED_ENDPOINTS": json.dumps([hub.url]),
         # fetchers report faster than the 2 s default so tests see progress quickly, and give up on
         # a failing Hub after two quick retries instead of about 30 s of backoff
         "MODELDEPOT_FETCHER_ENV": json.dumps(
@@ -279,15 +313,32 @@ class Artifacts:
 
         wait_until(lambda: done() > more_than, timeout=timeout, what=f"{name} past {more_than} bytes")
 
+    def _selectors(self, app: str) -> list[tuple[str, str]]:
+        """Where this namespace's Jobs live: claim Jobs here, node-local Jobs in the operator's
+        namespace, labelled with this namespace."""
+        return [
+            (self.namespace, f"app.kubernetes.io/name={app}"),
+            (
+                OPERATOR_NAMESPACE,
+                f"app.kubernetes.io/name={app},modeldepot.dev/artifact-namespace={self.namespace}",
+            ),
+        ]
+
     def jobs(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
         batch = client.BatchV1Api(self.cluster.api)
-        found = batch.list_namespaced_job(self.namespace, label_selector=f"app.kubernetes.io/name={app}")
-        return [self.cluster.api.sanitize_for_serialization(job) for job in found.items]
+        return [
+            self.cluster.api.sanitize_for_serialization(job)
+            for namespace, selector in self._selectors(app)
+            for job in batch.list_namespaced_job(namespace, label_selector=selector).items
+        ]
 
     def pods(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
         core = client.CoreV1Api(self.cluster.api)
-        found = core.list_namespaced_pod(self.namespace, label_selector=f"app.kubernetes.io/name={app}")
-        return [self.cluster.api.sanitize_for_serialization(pod) for pod in found.items]
+        return [
+            self.cluster.api.sanitize_for_serialization(pod)
+            for namespace, selector in self._selectors(app)
+            for pod in core.list_namespaced_pod(namespace, label_selector=selector).items
+        ]
 
     def delete(self, name: str, *, wait: bool = True, timeout: str = "90s") -> None:
         args = [

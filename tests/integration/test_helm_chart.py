@@ -19,12 +19,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ClusterHandle, fresh_namespace
-from kubernetes import client, config
 from waiting import wait_until
 
 from localdev.cluster import ensure_binaries, free_port
 from modeldepot import builders
-from modeldepot.models import FETCHER_SERVICE_ACCOUNT
+from modeldepot.models import ModelArtifact
 from modeldepot.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,9 +107,15 @@ def test_default_render_has_every_object(helm_bin: Path) -> None:
             "ClusterRoleBinding",
             "Service",
             "Deployment",
+            # node-local Jobs, their ServiceAccounts and token copies live in the release namespace
+            "Role",
+            "RoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
-    assert not find(docs, "Role") and not find(docs, "ServiceMonitor")
+    assert [r["metadata"]["namespace"] for r in find(docs, "Role")] == ["md-system"]
+    assert not find(docs, "ServiceMonitor")
 
 
 def test_deployment_is_one_restricted_replica_probed_on_kopf_healthz(helm_bin: Path) -> None:
@@ -158,13 +163,28 @@ def test_operator_env_parses_into_operator_settings(helm_bin: Path, monkeypatch:
         "fetcher.env.MODELDEPOT_REPORT_INTERVAL=5",
         "--set",
         "operator.resyncSeconds=45",
+        "--set",
+        "policy.allowedEndpoints={https://hf-mirror.example.com}",
+        "--set",
+        "policy.nodeLocal.roots={/mnt/models,/var/lib/modeldepot}",
+        "--set",
+        "policy.nodeLocal.namespaces={team-a}",
+        "--set",
+        "policy.allowedImages={registry.local/*}",
     )
     (deployment,) = find(docs, "Deployment")
     for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
         if var["name"].startswith("MODELDEPOT_"):
-            monkeypatch.setenv(var["name"], var["value"])
+            # the operator's namespace comes from the downward API (fieldRef)
+            monkeypatch.setenv(var["name"], var.get("value", "md-system"))
     settings = OperatorSettings()
-    assert settings.namespaces == ["team-a", "team-b"]
+    assert settings.operator_namespace == "md-system"
+    assert settings.namespaces == ["team-a", "team-b", "md-system"]
+    assert settings.allowed_endpoints == ["https://hf-mirror.example.com"]
+    assert settings.node_local_roots == ["/mnt/models", "/var/lib/modeldepot"]
+    assert settings.node_local_namespaces == ["team-a"]
+    assert settings.allowed_images == ["registry.local/*"]
+    assert settings.allowed_toleration_keys == ["nvidia.com/gpu", "amd.com/gpu"]
     assert settings.fetcher_image == "registry.local/fetcher:1"
     assert settings.fetcher_image_pull_policy == "Always"
     assert settings.fetcher_env == {"MODELDEPOT_REPORT_INTERVAL": "5"}
@@ -198,18 +218,24 @@ def test_crd_is_the_canonical_one_kept_on_uninstall(helm_bin: Path) -> None:
 
 def test_namespace_scope_renders_a_role_per_watched_namespace(helm_bin: Path) -> None:
     docs = render(helm_bin, "--set", "rbac.scope=namespaces", "--set", "rbac.namespaces={team-a,team-b}")
-    assert sorted(r["metadata"]["namespace"] for r in find(docs, "Role")) == ["team-a", "team-b"]
-    assert sorted(b["metadata"]["namespace"] for b in find(docs, "RoleBinding")) == ["team-a", "team-b"]
+    roles = ["md-system", "team-a", "team-b"]  # the release namespace holds node-local Jobs
+    assert sorted(r["metadata"]["namespace"] for r in find(docs, "Role")) == roles
+    assert sorted(b["metadata"]["namespace"] for b in find(docs, "RoleBinding")) == roles
     (cluster_role,) = find(docs, "ClusterRole")
     assert not allowed(cluster_role["rules"], "batch", "jobs", "create")
     assert allowed(cluster_role["rules"], "", "nodes", "list")
     (deployment,) = find(docs, "Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert json.loads(env["MODELDEPOT_NAMESPACES"]) == ["team-a", "team-b"]
+    assert json.loads(env["MODELDEPOT_NAMESPACES"]) == ["team-a", "team-b", "md-system"]
+    (binding,) = find(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "team-a",
+        "team-b",
+    ]
 
     # no namespaces listed: the release namespace
     docs = render(helm_bin, "--set", "rbac.scope=namespaces", namespace="ml")
-    assert [r["metadata"]["namespace"] for r in find(docs, "Role")] == ["ml"]
+    assert [r["metadata"]["namespace"] for r in find(docs, "Role")] == ["ml", "ml"]
 
 
 def test_rendered_rbac_covers_the_operators_api_calls_and_nothing_sensitive(helm_bin: Path) -> None:
@@ -230,8 +256,8 @@ def test_rendered_rbac_covers_the_operators_api_calls_and_nothing_sensitive(helm
         ("", "persistentvolumeclaims", "create", None),
         ("", "serviceaccounts", "create", None),
         ("rbac.authorization.k8s.io", "roles", "create", None),
-        ("rbac.authorization.k8s.io", "roles", "patch", FETCHER_SERVICE_ACCOUNT),
         ("rbac.authorization.k8s.io", "rolebindings", "create", None),
+        ("", "secrets", "get", None),
         # kopf
         ("modeldepot.dev", "modelartifacts", "list", None),
         ("modeldepot.dev", "modelartifacts", "watch", None),
@@ -245,16 +271,31 @@ def test_rendered_rbac_covers_the_operators_api_calls_and_nothing_sensitive(helm
     missing = [n for n in needed if not allowed(rules, *n)]
     assert not missing
     # the escalation rule: every permission the fetcher Role grants, the operator holds itself
-    for rule in builders.fetcher_role("x")["rules"]:
+    for rule in builders.fetcher_role(FETCHER_ARTIFACT)["rules"]:
         for resource in rule["resources"]:
             for verb in rule["verbs"]:
-                assert allowed(rules, rule["apiGroups"][0], resource, verb), (resource, verb)
+                assert allowed(rules, rule["apiGroups"][0], resource, verb, "llm"), (resource, verb)
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
-        assert "secrets" not in rule["resources"]
-    assert not allowed(rules, "rbac.authorization.k8s.io", "roles", "patch", "someone-elses-role")
+        if "secrets" in rule["resources"]:
+            assert rule["verbs"] == ["get"]  # the one key a tokenSecretRef names; never list/watch
+    assert not allowed(rules, "rbac.authorization.k8s.io", "roles", "patch")
     assert not allowed(rules, "", "nodes", "delete")
+    # node-local objects only in the release namespace
+    (local_role,) = find(render(helm_bin), "Role", "md-system")
+    for needed_here in [
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "watch"),
+        ("", "pods", "list"),
+        ("", "serviceaccounts", "delete"),
+        ("", "secrets", "create"),
+        ("", "secrets", "patch"),
+        ("", "secrets", "delete"),
+    ]:
+        assert allowed(local_role["rules"], *needed_here), needed_here
+    assert not allowed(local_role["rules"], "", "secrets", "get")
+    assert not allowed(local_role["rules"], "", "secrets", "list")
 
 
 def test_service_monitor_selects_the_metrics_service(helm_bin: Path) -> None:
@@ -362,33 +403,44 @@ def uninstall(helm_bin: Path, cluster: ClusterHandle, release: str, namespace: s
     )
 
 
+FETCHER_ARTIFACT = ModelArtifact.from_body(
+    {
+        "metadata": {"name": "llm", "namespace": "x", "uid": "u"},
+        "spec": {
+            "source": {"huggingFace": {"repo": "a/b"}},
+            "storage": {"persistentVolumeClaim": {"claimName": "c"}},
+        },
+    }
+)
+
+
+def artifact_in(namespace: str, name: str = "llm") -> ModelArtifact:
+    body = FETCHER_ARTIFACT.to_api()
+    body["metadata"] = {"name": name, "namespace": namespace, "uid": f"uid-{name}"}
+    return ModelArtifact.from_body(body)
+
+
 def assert_operator_can_manage_fetcher_identity(cluster: ClusterHandle, operator: str, target: str) -> None:
-    """As the operator (impersonated), create the fetcher SA/Role/RoleBinding the way kube.py does.
+    """As the operator (impersonated), create an artifact's fetcher SA/Role/RoleBinding the way
+    kube.py does (the ownerReference is dropped: no such artifact exists here).
 
     Creating the Role passes RBAC's escalation check only because the operator holds every
-    permission the Role grants; a Role granting more (Secrets) is refused.
+    permission the Role grants; a Role granting more (listing Secrets) is refused.
     """
+    art = artifact_in(target)
+    defaults = builders.JobDefaults(image="x")
     for manifest in (
-        builders.fetcher_service_account(target),
-        builders.fetcher_role(target),
-        builders.fetcher_role_binding(target),
+        builders.fetcher_service_account(art, defaults),
+        builders.fetcher_role(art),
+        builders.fetcher_role_binding(art, defaults),
     ):
+        manifest["metadata"].pop("ownerReferences", None)
         cluster.kubectl("create", f"--as={operator}", "-f", "-", input=json.dumps(manifest))
-    # kube.ensure_fetcher_identity patches an existing Role by name, without reading it first
-    # (kubectl patch would GET it, which the operator may not)
-    api = config.new_client_from_config(str(cluster.kubeconfig))
-    api.set_default_header("Impersonate-User", operator)
-    client.RbacAuthorizationV1Api(api).patch_namespaced_role(
-        FETCHER_SERVICE_ACCOUNT,
-        target,
-        {"rules": builders.fetcher_role(target)["rules"]},
-        _content_type="application/merge-patch+json",
-    )
     escalation = cluster.kubectl(
         "create",
         "role",
         "steal-secrets",
-        "--verb=get",
+        "--verb=list",  # the operator may get a named Secret, never list them: nor may its Roles
         "--resource=secrets",
         "-n",
         target,
@@ -399,15 +451,18 @@ def assert_operator_can_manage_fetcher_identity(cluster: ClusterHandle, operator
 
 
 def assert_fetcher_identity_is_minimal(cluster: ClusterHandle, namespace: str, elsewhere: str) -> None:
-    fetcher = service_account(namespace, FETCHER_SERVICE_ACCOUNT)
+    """The fetcher of artifact `llm` may read and patch the status of `llm` and of nothing else."""
+    fetcher = service_account(namespace, builders.fetcher_identity_name(artifact_in(namespace)))
     md = "modelartifacts.modeldepot.dev"
-    assert can_i(cluster, fetcher, "patch", md, namespace, "--subresource=status")
-    assert can_i(cluster, fetcher, "get", md, namespace, "--subresource=status")
-    assert can_i(cluster, fetcher, "get", md, namespace)
-    for verb in ("patch", "update", "delete", "list", "watch", "create"):
+    assert can_i(cluster, fetcher, "patch", f"{md}/llm", namespace, "--subresource=status")
+    assert can_i(cluster, fetcher, "get", f"{md}/llm", namespace, "--subresource=status")
+    # another artifact of the same namespace is out of reach (issue 7: any fetch pod could patch any)
+    assert not can_i(cluster, fetcher, "patch", f"{md}/victim", namespace, "--subresource=status")
+    assert not can_i(cluster, fetcher, "patch", md, namespace, "--subresource=status")
+    for verb in ("get", "patch", "update", "delete", "list", "watch", "create"):
         assert not can_i(cluster, fetcher, verb, md, namespace), verb
-    assert not can_i(cluster, fetcher, "update", md, namespace, "--subresource=status")
-    assert not can_i(cluster, fetcher, "patch", md, elsewhere, "--subresource=status")
+    assert not can_i(cluster, fetcher, "update", f"{md}/llm", namespace, "--subresource=status")
+    assert not can_i(cluster, fetcher, "patch", f"{md}/llm", elsewhere, "--subresource=status")
     for verb, resource in [
         ("get", "secrets"),
         ("list", "secrets"),
@@ -461,11 +516,14 @@ def test_namespace_scoped_install_grants_only_the_watched_namespace(
         assert can_i(cluster, operator, "create", "events", watched)
         assert can_i(cluster, operator, "list", "nodes", None)
         # and nothing outside it, nothing sensitive anywhere
-        assert not can_i(cluster, operator, "create", "jobs.batch", home)
-        assert not can_i(cluster, operator, "patch", md, home, "--subresource=status")
         assert not can_i(cluster, operator, "create", "jobs.batch", None)
-        assert not can_i(cluster, operator, "get", "secrets", watched)
+        assert can_i(cluster, operator, "get", "secrets", watched)  # only what tokenSecretRef names
+        assert not can_i(cluster, operator, "list", "secrets", watched)
         assert not can_i(cluster, operator, "get", "secrets", home)
+        # node-local Jobs and token copies in the release namespace, nothing else there
+        assert can_i(cluster, operator, "create", "jobs.batch", home)
+        assert can_i(cluster, operator, "create", "secrets", home)
+        assert not can_i(cluster, operator, "patch", md, home, "--subresource=status")
         assert not can_i(cluster, operator, "delete", "nodes", None)
         assert not can_i(cluster, operator, "patch", "nodes", None)
         assert not can_i(cluster, operator, "create", "pods", watched)
@@ -533,8 +591,9 @@ def test_cluster_scoped_install_keeps_the_crd_on_uninstall(
             assert can_i(cluster, operator, "patch", md, where, "--subresource=status")
             assert can_i(cluster, operator, "get", md, where, "--subresource=status")
             assert can_i(cluster, operator, "list", "pods", where)
-            assert not can_i(cluster, operator, "get", "secrets", where)
+            assert can_i(cluster, operator, "get", "secrets", where)  # only what tokenSecretRef names
             assert not can_i(cluster, operator, "list", "secrets", where)
+            assert not can_i(cluster, operator, "watch", "secrets", where)
             assert not can_i(cluster, operator, "create", "pods", where)
             assert not can_i(cluster, operator, "update", "jobs.batch", where)
         assert can_i(cluster, operator, "list", "nodes", None)
@@ -544,7 +603,6 @@ def test_cluster_scoped_install_keeps_the_crd_on_uninstall(
         assert not can_i(cluster, operator, "create", "customresourcedefinitions.apiextensions.k8s.io", None)
         assert not can_i(cluster, operator, "delete", "namespaces", None)
         roles = "roles.rbac.authorization.k8s.io"
-        assert can_i(cluster, operator, "patch", f"{roles}/{FETCHER_SERVICE_ACCOUNT}", namespace)
         assert not can_i(cluster, operator, "patch", f"{roles}/other", namespace)
 
         assert_operator_can_manage_fetcher_identity(cluster, operator, namespace)

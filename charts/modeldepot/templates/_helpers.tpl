@@ -64,14 +64,18 @@ app.kubernetes.io/part-of: modeldepot
 {{/*
 Rules in each namespace holding ModelArtifacts, derived from operator/modeldepot/kube.py and kopf:
 - modelartifacts: kopf lists/watches them and patches finalizers and its annotations; kube.get_artifact.
-- modelartifacts/status: kube.patch_artifact_status; get+patch are also what the fetcher Role grants,
-  and RBAC lets the operator create that Role only if it holds those permissions itself.
+- modelartifacts/status: kube.patch_artifact_status; get+patch are also what each artifact's fetcher
+  Role grants (for that one artifact), and RBAC lets the operator create such a Role only because
+  it holds those permissions itself.
 - modelartifacts/finalizers update: ownerReferences with blockOwnerDeletion on Jobs and claims
   (OwnerReferencesPermissionEnforcement).
-- jobs: kopf watches fetch Jobs; create_job, list_jobs, delete_job.
+- jobs: kopf watches claim fetch Jobs; create_job, list_jobs, delete_job.
 - pods: list_pods (job results), force_delete_pod (pods of vanished nodes).
 - persistentvolumeclaims: get_claim, create_claim.
-- serviceaccounts, roles, rolebindings: ensure_fetcher_identity (the Role is patched only by name).
+- serviceaccounts, roles, rolebindings create: ensure_fetcher_identity (one per artifact; the Role
+  and binding are owned by the artifact and garbage-collected with it).
+- secrets get: read_secret_key, only the Secret and key a spec's tokenSecretRef names (to report
+  TokenSecretNotFound before any Job, and to copy the token of a node-local artifact).
 - events: kopf.info / kopf.warn.
 */}}
 {{- define "modeldepot.namespacedRules" -}}
@@ -97,18 +101,34 @@ Rules in each namespace holding ModelArtifacts, derived from operator/modeldepot
   resources: [serviceaccounts]
   verbs: [create]
 - apiGroups: [rbac.authorization.k8s.io]
-  resources: [roles]
+  resources: [roles, rolebindings]
   verbs: [create]
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [roles]
-  resourceNames: [modeldepot-fetcher]
-  verbs: [patch]
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [rolebindings]
-  verbs: [create]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end }}
+
+{{/*
+Rules in the operator's own (release) namespace, where node-local Jobs run (hostPath pods never run
+in a tenant's namespace): the Jobs and pods, each node-local artifact's fetcher ServiceAccount and
+its copy of the token Secret (kube.apply_secret, kube.delete_fetcher_objects).
+*/}}
+{{- define "modeldepot.operatorNamespaceRules" -}}
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch, create, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, delete]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [create, delete]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, patch, delete]
 {{- end }}
 
 {{/*
