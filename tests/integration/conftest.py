@@ -250,13 +250,19 @@ class Artifacts:
         self.namespace = namespace
 
     def apply(self, name: str, spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.apply_result(name, spec, check=True)
+
+    def apply_result(
+        self, name: str, spec: dict[str, Any], *, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """`kubectl apply` of a ModelArtifact; with `check=False` a rejection is returned, not raised."""
         manifest = {
             "apiVersion": "modeldepot.dev/v1alpha1",
             "kind": "ModelArtifact",
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": spec,
         }
-        return self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        return self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=check)
 
     def get(self, name: str) -> dict[str, Any] | None:
         # the Python client, not kubectl: tests poll this several times a second
