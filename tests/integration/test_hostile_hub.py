@@ -43,7 +43,12 @@ def assert_failed(artifacts: Artifacts, name: str, reason: str, *fragments: str)
     for fragment in fragments:
         assert fragment in ready["message"], ready
     # permanent: the Job fails at once (podFailurePolicy), no crash loop
-    assert len(artifacts.pods()) == 1
+    own = [
+        p
+        for p in artifacts.pods()
+        if p["metadata"].get("annotations", {}).get("modeldepot.dev/artifact") == name
+    ]
+    assert len(own) == 1, [p["metadata"]["name"] for p in own]
     return ready
 
 
