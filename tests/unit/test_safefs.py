@@ -129,7 +129,9 @@ def test_a_symlinked_directory_is_never_followed(
     (real / position).symlink_to(outside)
     (real / "x").write_bytes(b"x")
     before = snapshot(outside)
-    with pytest.raises(errors.PathConflictError, match="is a symlink; refusing to follow it"):
+    with pytest.raises(
+        errors.PathConflictError, match=f"/root/{position} is a symlink; refusing to follow it$"
+    ):
         OPS[op](root)
     assert snapshot(outside) == before
     assert (real / position).is_symlink()

@@ -162,7 +162,7 @@ class Dir:
         current = self
         try:
             for i, name in enumerate(parts):
-                nxt = current._open_child_dir(name, "/".join(parts[: i + 1]), create, mode)
+                nxt = current._open_child_dir(name, self._sub("/".join(parts[: i + 1])), create, mode)
                 if current is not self:
                     current.close()
                 current = nxt
@@ -174,8 +174,7 @@ class Dir:
             raise errors.InvalidSpecError(f"empty path below {self.path}")
         return current
 
-    def _open_child_dir(self, name: str, shown: str, create: bool, mode: int) -> Dir:
-        path = self._sub(shown)
+    def _open_child_dir(self, name: str, path: str, create: bool, mode: int) -> Dir:
         with self._fd_in_use() as fd:
             for _ in range(3):
                 try:
