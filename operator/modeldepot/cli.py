@@ -19,7 +19,23 @@ from typing import TYPE_CHECKING
 from modeldepot import __version__
 
 if TYPE_CHECKING:
+    from modeldepot.fetcher.owners import Owner
     from modeldepot.fetcher.progress import ProgressSink
+
+OWNER_HELP = (
+    "the ModelArtifact this works for, NAMESPACE/NAME/UID (the operator passes it; default: a local "
+    "owner): only paths and versions it owns on the storage root are ever used or deleted"
+)
+
+
+def _owner(text: str) -> Owner:
+    from modeldepot.errors import InvalidSpecError
+    from modeldepot.fetcher.owners import Owner
+
+    try:
+        return Owner.parse(text)
+    except InvalidSpecError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -46,10 +62,12 @@ def _build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--node", default=None, help="report under status.nodes.NODE (node-local storage)")
     fetch.add_argument("--generation", type=int, default=None, help="spec generation being fetched")
     fetch.add_argument("--termination-log", type=Path, default=None, help="where to write the JSON result")
+    fetch.add_argument("--owner", type=_owner, default=None, metavar="NAMESPACE/NAME/UID", help=OWNER_HELP)
 
     cleanup = sub.add_parser("cleanup", help="remove a published path and all its stored/staged versions")
     cleanup.add_argument("--to", required=True, type=Path, help="published path P, as given to fetch")
     cleanup.add_argument("--root", type=Path, default=None, help="storage root (default: as for fetch)")
+    cleanup.add_argument("--owner", type=_owner, default=None, metavar="NAMESPACE/NAME/UID", help=OWNER_HELP)
 
     prepare = sub.add_parser(
         "prepare", help="create the directories a node-local fetch writes into (root init step)"
@@ -79,6 +97,7 @@ def _status_sink(report: str, node: str | None) -> ProgressSink:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from modeldepot.fetcher.owners import LOCAL_OWNER
     from modeldepot.fetcher.run import EXIT_SIGINT, EXIT_SIGTERM, FetchRequest, run
     from modeldepot.settings import FetchSettings
 
@@ -97,6 +116,7 @@ def _fetch(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         generation=args.generation,
         root=args.root,
+        owner=args.owner or LOCAL_OWNER,
     )
     code = run(request, settings=settings, sink=sink, console=sys.stderr)
     stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
@@ -110,22 +130,28 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    """Exit 0 when nothing of P is left (also when nothing was there), 1 on an I/O error (retried)."""
+    """Exit 0 when nothing of ours is left at P, 1 on an I/O error (retried), 2 on an invalid path.
+
+    Nothing there is success; so is a P that belongs to another owner (nothing is removed then).
+    """
     from modeldepot.errors import ModelDepotError
     from modeldepot.fetcher.layout import Layout
+    from modeldepot.fetcher.owners import LOCAL_OWNER
     from modeldepot.settings import FetchSettings
 
     log = logging.getLogger("modeldepot.cleanup")
+    owner = args.owner or LOCAL_OWNER
     try:
-        layout = Layout(args.to, args.root or FetchSettings().storage_root)
-        layout.remove_all()
+        with Layout(args.to, args.root or FetchSettings().storage_root, owner=owner) as layout:
+            removed = layout.remove_all()
     except ModelDepotError as exc:
         log.error("%s", exc)
         return 2
     except OSError as exc:
         log.error("cleanup of %s failed: %s", args.to, exc)
         return 1
-    log.info("removed %s and its stored versions", layout.target)
+    if removed:
+        log.info("removed %s and its stored versions", layout.target)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,13 +11,31 @@ import pytest
 from modeldepot import errors
 from modeldepot.fetcher.layout import Layout, PartialState, default_root, is_version_name
 from modeldepot.fetcher.manifest import FileEntry, Manifest, digest_of_dir, sha256_of_file
+from modeldepot.fetcher.safefs import Dir
 
 C1 = "1" * 40
 C2 = "2" * 40
 
 
+@pytest.fixture(autouse=True)
+def _close_layouts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Layouts keep directory fds open until closed: close every one a test made."""
+    made: list[Layout] = []
+    init: Callable[..., None] = Layout.__init__
+
+    def tracking_init(self: Layout, *args: object, **kw: object) -> None:
+        init(self, *args, **kw)
+        made.append(self)
+
+    monkeypatch.setattr(Layout, "__init__", tracking_init)
+    yield
+    for lay in made:
+        lay.close()
+
+
 def _stage(layout: Layout, version: str, files: dict[str, bytes]) -> Manifest:
-    staging = layout.prepare_staging(version, keep=set(files))
+    layout.prepare_staging(version, keep=set(files))
+    staging = layout.staging_dir(version)
     entries = []
     for path, data in files.items():
         (staging / path).parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +119,8 @@ def test_cleanup_only_touches_version_dirs(tmp_path: Path) -> None:
 
 def test_prepare_staging_drops_unplanned_files(tmp_path: Path) -> None:
     lay = Layout(tmp_path / "m", root=tmp_path)
-    staging = lay.prepare_staging(C1, keep=set())
+    lay.prepare_staging(C1, keep=set())
+    staging = lay.staging_dir(C1)
     (staging / "d").mkdir()
     (staging / "d" / "keep.bin").write_bytes(b"k")
     (staging / "drop.bin").write_bytes(b"d")
@@ -117,17 +137,18 @@ def test_partial_state_survives_restart_and_detects_changes(tmp_path: Path) -> N
     staging.mkdir()
     (staging / "f").write_bytes(b"abc")
     sha = sha256_of_file(staging / "f")
-    p = PartialState(staging, C1, min_interval=0)
-    p.record(FileEntry("f", 3, sha))
-    again = PartialState(staging, C1)
-    assert again.verified("f", 3, sha) == FileEntry("f", 3, sha)
-    assert again.verified("f", 3, None) == FileEntry("f", 3, sha)  # non-LFS: no sha256 known upfront
-    assert again.verified("f", 4, sha) is None
-    assert again.verified("f", 3, "0" * 64) is None
-    assert PartialState(staging, C2).verified("f", 3, sha) is None  # recorded for another commit
-    (staging / "f").write_bytes(b"abd")
-    os.utime(staging / "f", ns=(1, 1))
-    assert PartialState(staging, C1).verified("f", 3, sha) is None
+    with Dir.open_root(staging) as d:
+        p = PartialState(d, C1, min_interval=0)
+        p.record(FileEntry("f", 3, sha))
+        again = PartialState(d, C1)
+        assert again.verified("f", 3, sha) == FileEntry("f", 3, sha)
+        assert again.verified("f", 3, None) == FileEntry("f", 3, sha)  # non-LFS: no sha256 known upfront
+        assert again.verified("f", 4, sha) is None
+        assert again.verified("f", 3, "0" * 64) is None
+        assert PartialState(d, C2).verified("f", 3, sha) is None  # recorded for another commit
+        (staging / "f").write_bytes(b"abd")
+        os.utime(staging / "f", ns=(1, 1))
+        assert PartialState(d, C1).verified("f", 3, sha) is None
 
 
 def test_partial_state_throttles_writes(tmp_path: Path) -> None:
@@ -135,12 +156,13 @@ def test_partial_state_throttles_writes(tmp_path: Path) -> None:
     staging.mkdir()
     for n in ("a", "b"):
         (staging / n).write_bytes(n.encode())
-    p = PartialState(staging, C1, min_interval=3600)
-    p.record(FileEntry("a", 1, "x"))  # first record saves (nothing saved yet)
-    p.record(FileEntry("b", 1, "y"))  # throttled
-    assert set(PartialState(staging, C1).files) == {"a"}
-    p.flush()
-    assert set(PartialState(staging, C1).files) == {"a", "b"}
+    with Dir.open_root(staging) as d:
+        p = PartialState(d, C1, min_interval=3600)
+        p.record(FileEntry("a", 1, "x"))  # first record saves (nothing saved yet)
+        p.record(FileEntry("b", 1, "y"))  # throttled
+        assert set(PartialState(d, C1).files) == {"a"}
+        p.flush()
+        assert set(PartialState(d, C1).files) == {"a", "b"}
 
 
 def test_unmanaged_target_dir(tmp_path: Path) -> None:
@@ -151,7 +173,7 @@ def test_unmanaged_target_dir(tmp_path: Path) -> None:
     lay2 = Layout(tmp_path / "n", root=tmp_path)
     (tmp_path / "n").mkdir()
     (tmp_path / "n" / "user-file").write_text("mine")
-    with pytest.raises(errors.InvalidSpecError):
+    with pytest.raises(errors.PathConflictError):
         lay2.publish(C1, _stage(lay2, C1, {"a": b"1"}))
     assert (tmp_path / "n" / "user-file").read_text() == "mine"
 
@@ -161,8 +183,9 @@ def test_link_into_staging_hardlinks(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.write_bytes(b"data")
     staging = lay.prepare_staging(C1, keep={"x/y"})
-    lay.link_into_staging(src, staging, "x/y")
-    assert (staging / "x" / "y").stat().st_ino == src.stat().st_ino
+    with Dir.open_root(tmp_path) as root:
+        lay.link_into_staging(root / "src", staging, "x/y")
+    assert (lay.staging_dir(C1) / "x" / "y").stat().st_ino == src.stat().st_ino
 
 
 def test_remove_all(tmp_path: Path) -> None:

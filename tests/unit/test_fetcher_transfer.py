@@ -15,9 +15,17 @@ import pytest
 from localdev.hubemu import HubEmulator
 from modeldepot import errors
 from modeldepot.fetcher.hub import HubClient
+from modeldepot.fetcher.safefs import Dir
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem, _write, git_blob_id
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
+
+
+@pytest.fixture
+def tmp_dir(tmp_path: Path) -> Iterator[Dir]:
+    """`tmp_path`, open: transfer destinations are `safefs` locations below a directory fd."""
+    with Dir.open_root(tmp_path) as d:
+        yield d
 
 
 def test_git_blob_id_matches_git() -> None:
@@ -26,12 +34,12 @@ def test_git_blob_id_matches_git() -> None:
     assert git_blob_id(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
 
 
-def test_enospc_is_insufficient_storage() -> None:
+def test_enospc_is_insufficient_storage(tmp_dir: Dir) -> None:
     class Full:
         def write(self, data: bytes) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    item = TransferItem("f", "http://x/f", Path("/nonexistent"), 1, "0", None)
+    item = TransferItem("f", "http://x/f", tmp_dir / "f", 1, "0", None)
     with pytest.raises(errors.InsufficientStorageError):
         _write(Full(), b"x", item)  # type: ignore[arg-type]
 
@@ -78,9 +86,9 @@ def _transfer(**kw: Any) -> Transfer:
     return Transfer(**kw)
 
 
-def test_server_ignoring_range_restarts_the_file(norange: str, tmp_path: Path) -> None:
+def test_server_ignoring_range_restarts_the_file(norange: str, tmp_path: Path, tmp_dir: Dir) -> None:
     sha = hashlib.sha256(DATA).hexdigest()
-    item = TransferItem("f", norange, tmp_path / "f", len(DATA), "unused", sha)
+    item = TransferItem("f", norange, tmp_dir / "f", len(DATA), "unused", sha)
     done: list[int] = []
     adjust: list[int] = []
     with _transfer(on_bytes=done.append, on_adjust=adjust.append) as t:
@@ -92,25 +100,25 @@ def test_server_ignoring_range_restarts_the_file(norange: str, tmp_path: Path) -
     assert sum(done) + sum(adjust) == len(DATA)
 
 
-def test_non_lfs_file_is_verified_by_blob_id(norange: str, tmp_path: Path) -> None:
+def test_non_lfs_file_is_verified_by_blob_id(norange: str, tmp_path: Path, tmp_dir: Dir) -> None:
     _NoRangeHandler.cut_first = False
-    good = TransferItem("f", norange, tmp_path / "f", len(DATA), git_blob_id(DATA), None)
+    good = TransferItem("f", norange, tmp_dir / "f", len(DATA), git_blob_id(DATA), None)
     with _transfer() as t:
         assert t.fetch(good).sha256 == hashlib.sha256(DATA).hexdigest()
-    bad = TransferItem("g", norange, tmp_path / "g", len(DATA), git_blob_id(DATA + b"x"), None)
+    bad = TransferItem("g", norange, tmp_dir / "g", len(DATA), git_blob_id(DATA + b"x"), None)
     with _transfer() as t, pytest.raises(errors.ChecksumMismatchError):
         t.fetch(bad)
     assert not (tmp_path / "g").exists()
 
 
-def test_longer_body_than_listed_is_a_mismatch(norange: str, tmp_path: Path) -> None:
+def test_longer_body_than_listed_is_a_mismatch(norange: str, tmp_dir: Dir) -> None:
     _NoRangeHandler.cut_first = False
-    item = TransferItem("f", norange, tmp_path / "f", len(DATA) - 1, "0", "0" * 64)
+    item = TransferItem("f", norange, tmp_dir / "f", len(DATA) - 1, "0", "0" * 64)
     with _transfer() as t, pytest.raises(errors.ChecksumMismatchError):
         t.fetch(item)
 
 
-def test_cdn_redirect_drops_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cdn_redirect_drops_the_token(tmp_path: Path, tmp_dir: Dir, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_TOKEN", "hf_redirect_secret")
     with HubEmulator(lfs_redirect=True) as hub:
@@ -119,7 +127,7 @@ def test_cdn_redirect_drops_the_token(tmp_path: Path, monkeypatch: pytest.Monkey
         client = HubClient(endpoint=hub.url)
         snap = client.snapshot("org/r")
         items = [
-            TransferItem(f.path, f.url, tmp_path / f.path, f.size, f.blob_id, f.sha256) for f in snap.files
+            TransferItem(f.path, f.url, tmp_dir / f.path, f.size, f.blob_id, f.sha256) for f in snap.files
         ]
         with _transfer(headers=client.download_headers()) as t:
             results = {v.path: v for v in t.fetch_all(items)}
@@ -129,13 +137,13 @@ def test_cdn_redirect_drops_the_token(tmp_path: Path, monkeypatch: pytest.Monkey
         assert [r["status"] for r in gets] == [302, 200]
 
 
-def test_cancel_stops_all_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_stops_all_workers(tmp_path: Path, tmp_dir: Dir, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with HubEmulator(throttle_bps=1 << 20) as hub:
         hub.add_repo_from_files("org/s", {f"f{i}.bin": (1 << 20, i) for i in range(4)})
         snap = HubClient(endpoint=hub.url).snapshot("org/s")
         items = [
-            TransferItem(f.path, f.url, tmp_path / f.path, f.size, f.blob_id, f.sha256) for f in snap.files
+            TransferItem(f.path, f.url, tmp_dir / f.path, f.size, f.blob_id, f.sha256) for f in snap.files
         ]
         cancel = threading.Event()
         got: list[int] = []

@@ -4,39 +4,55 @@
 ROOT/P                                   -> relative symlink to .modeldepot/store/P/<version>
 ROOT/.modeldepot/store/P/<version>/...   published, verified files + .modeldepot/manifest.json
 ROOT/.modeldepot/staging/P/<version>/... files being downloaded + .modeldepot/partial.json
+ROOT/.modeldepot/owners/<sha256 of P>.json  who owns P and which versions it made (`owners`)
 ```
 `<version>` is the commit, or `<commit>.1` when that commit is already published with another file
 selection (so the published copy is never modified in place). Publishing renames the staging
 directory into the store and swaps the symlink atomically; other versions are removed afterwards.
+
+Everything below the root goes through `safefs` (no symlink is ever followed), and only versions
+the owner record names are trusted or deleted: the root is shared with other tenants.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
-import re
 import shutil
+import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from shutil import copyfileobj
 
 from modeldepot import errors
-from modeldepot.fetcher.manifest import META_DIR, FileEntry, Manifest
+from modeldepot.fetcher import safefs
+from modeldepot.fetcher.manifest import MANIFEST_NAME, META_DIR, FileEntry, Manifest
+from modeldepot.fetcher.owners import (
+    LOCAL_OWNER,
+    LockedRegistry,
+    Owner,
+    OwnerRecord,
+    Registry,
+    describe_conflict,
+    is_version_name,
+)
+from modeldepot.fetcher.safefs import Dir, Location
+
+__all__ = ["DEFAULT_ROOT", "Layout", "PartialState", "StagedFile", "default_root", "is_version_name"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/data")
 PARTIAL_NAME = "partial.json"
-_VERSION_RE = re.compile(r"^[0-9a-fA-F]{7,64}(\.1)?$")
-
-
-def is_version_name(name: str) -> bool:
-    """Only such directories are ever deleted as "other versions" (paths of artifacts may nest)."""
-    return _VERSION_RE.match(name) is not None
+_PARTIAL_REL = f"{META_DIR}/{PARTIAL_NAME}"
+_MANIFEST_REL = f"{META_DIR}/{MANIFEST_NAME}"
 
 
 def default_root(target: Path) -> Path:
@@ -62,9 +78,8 @@ class PartialState:
     (`min_interval`) because it rewrites the whole file; `flush()` forces it.
     """
 
-    def __init__(self, staging_dir: Path, commit: str, *, min_interval: float = 1.0) -> None:
-        self._dir = staging_dir
-        self._path = staging_dir / META_DIR / PARTIAL_NAME
+    def __init__(self, staging: Dir, commit: str, *, min_interval: float = 1.0) -> None:
+        self._dir = staging
         self.commit = commit
         self._min_interval = min_interval
         self._lock = threading.Lock()
@@ -72,11 +87,11 @@ class PartialState:
         self._dirty = False
         self.files: dict[str, StagedFile] = {}
         try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
+            data = json.loads(staging.read_bytes(_PARTIAL_REL))
             if data.get("commit") == commit:
                 for path, f in data.get("files", {}).items():
                     self.files[path] = StagedFile(int(f["size"]), str(f["sha256"]), int(f["mtimeNs"]))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, errors.PathConflictError):
             pass
 
     def verified(self, path: str, size: int, sha256: str | None) -> FileEntry | None:
@@ -85,15 +100,15 @@ class PartialState:
         if rec is None or rec.size != size or (sha256 is not None and rec.sha256 != sha256.lower()):
             return None
         try:
-            st = (self._dir / path).stat()
-        except OSError:
+            st = self._dir.lstat(path)
+        except (OSError, errors.PathConflictError):
             return None
-        if st.st_size != rec.size or st.st_mtime_ns != rec.mtime_ns:
+        if not stat.S_ISREG(st.st_mode) or st.st_size != rec.size or st.st_mtime_ns != rec.mtime_ns:
             return None
         return FileEntry(path, rec.size, rec.sha256)
 
     def record(self, entry: FileEntry) -> None:
-        mtime = (self._dir / entry.path).stat().st_mtime_ns
+        mtime = self._dir.lstat(entry.path).st_mtime_ns
         with self._lock:
             self.files[entry.path] = StagedFile(entry.size, entry.sha256, mtime)
             self._dirty = True
@@ -112,29 +127,50 @@ class PartialState:
                 p: {"size": f.size, "sha256": f.sha256, "mtimeNs": f.mtime_ns} for p, f in self.files.items()
             },
         }
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_name(PARTIAL_NAME + ".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self._path)
+        self._dir.mkdir(META_DIR)
+        self._dir.write_atomic(_PARTIAL_REL, json.dumps(data).encode("utf-8"))
         self._last_save = time.monotonic()
         self._dirty = False
 
 
 class Layout:
-    """Paths and operations for artifact path `P` (the target) inside a storage root."""
+    """Paths and operations for artifact path `P` (the target) inside a storage root, for `owner`.
 
-    def __init__(self, target: Path, root: Path | None = None) -> None:
+    `Path` attributes (`target`, `store_parent`, `store_dir()`, ...) are for messages and tests;
+    all I/O below the root goes through `safefs`. Directories handed out (`prepare_staging`,
+    `open_store`) stay open until `close()` (or the end of the `with` block).
+    """
+
+    def __init__(self, target: Path, root: Path | None = None, owner: Owner = LOCAL_OWNER) -> None:
         self.target = Path(os.path.abspath(target))
         self.root = Path(os.path.abspath(root)) if root is not None else default_root(self.target)
         if self.root not in self.target.parents:
             raise errors.InvalidSpecError(f"target {self.target} is not inside the storage root {self.root}")
         rel = PurePosixPath(self.target.relative_to(self.root).as_posix())
-        if rel.parts[0] == META_DIR or any(p in ("..", ".") for p in rel.parts):
+        if rel.parts[0] == META_DIR:
             raise errors.InvalidSpecError(f"invalid artifact path {rel}")
+        safefs.split(rel)
         self.rel = rel
+        self.owner = owner
         self.meta = self.root / META_DIR
         self.store_parent = self.meta / "store" / rel
         self.staging_parent = self.meta / "staging" / rel
+        self._store_rel = f"{META_DIR}/store/{rel}"
+        self._staging_rel = f"{META_DIR}/staging/{rel}"
+        self._stack = contextlib.ExitStack()
+        self._root_dir: Dir | None = None
+        self._staging: dict[str, Dir] = {}
+
+    def close(self) -> None:
+        self._stack.close()
+        self._root_dir = None
+        self._staging.clear()
+
+    def __enter__(self) -> Layout:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def store_dir(self, version: str) -> Path:
         return self.store_parent / version
@@ -142,147 +178,329 @@ class Layout:
     def staging_dir(self, version: str) -> Path:
         return self.staging_parent / version
 
-    def current_version(self) -> str | None:
-        """The store version the target symlink points to, if it points into our store."""
+    # -- root, registry -------------------------------------------------------------------------
+
+    def _root(self) -> Dir:
+        if self._root_dir is None:
+            self._root_dir = self._stack.enter_context(Dir.open_root(self.root, create=True))
+        return self._root_dir
+
+    @contextlib.contextmanager
+    def _registry(self) -> Iterator[LockedRegistry]:
+        with self._root().open_dir(META_DIR, create=True) as meta, Registry(meta).locked() as reg:
+            yield reg
+
+    def claim(self) -> None:
+        """Make P ours before anything is written (`PathConflictError` if another artifact has it)."""
+        path = str(self.rel)
+        with self._registry() as reg:
+            other = reg.conflict(path, self.owner)
+            if other is not None:
+                raise errors.PathConflictError(describe_conflict(path, other))
+            record = reg.get(path)
+            if record is not None and record.owner == self.owner:
+                return
+            if record is None:
+                record = OwnerRecord(path, self.owner)
+            else:
+                log.info(
+                    "%s was re-created: it takes over %s from uid %s", self.owner, path, record.owner.uid
+                )
+                record.owner = self.owner
+            reg.put(record)
+
+    def _own_record(self, reg: LockedRegistry) -> OwnerRecord:
+        """Our record (created if P has none and no conflict); `PathConflictError` if P is not ours."""
+        path = str(self.rel)
+        record = reg.get(path)
+        if record is None:
+            if (other := reg.conflict(path, self.owner)) is not None:
+                raise errors.PathConflictError(describe_conflict(path, other))
+            return OwnerRecord(path, self.owner)
+        if record.owner != self.owner:
+            raise errors.PathConflictError(f"path {path} now belongs to {record.owner}, not {self.owner}")
+        return record
+
+    def _recorded_versions(self) -> list[str]:
+        """Versions our record names ([] when P is not ours)."""
+        with self._registry() as reg:
+            record = reg.get(str(self.rel))
+        return list(record.versions) if record is not None and record.owner == self.owner else []
+
+    def _add_version(self, version: str) -> None:
+        """Record `version` before its directory is created; refuse to adopt one that exists."""
+        with self._registry() as reg:
+            record = self._own_record(reg)
+            if version in record.versions:
+                return
+            for parent in (self._store_rel, self._staging_rel):
+                if self._exists(f"{parent}/{version}"):
+                    raise errors.PathConflictError(
+                        f"{self.root}/{parent}/{version} exists but {self.owner} did not create it; "
+                        "refusing to use or delete it"
+                    )
+            record.versions.append(version)
+            reg.put(record)
+
+    def _exists(self, rel: str) -> bool:
         try:
-            link = os.readlink(self.target)
-        except OSError:
+            return self._root().exists(rel)
+        except FileNotFoundError:
+            return False
+
+    # -- the published version ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _target_parent(self, *, create: bool) -> Iterator[Dir]:
+        if len(self.rel.parts) == 1:
+            yield self._root()
+        else:
+            with self._root().open_dir(self.rel.parent, create=create) as parent:
+                yield parent
+
+    def _link_value(self, version: str) -> str:
+        return os.path.relpath(self.store_dir(version), self.target.parent)
+
+    def _version_of_link(self, value: str) -> str | None:
+        """The version a symlink value names, if it has exactly the form we write."""
+        prefix = os.path.relpath(self.store_parent, self.target.parent) + "/"
+        if not value.startswith(prefix):
             return None
-        resolved = Path(os.path.normpath(self.target.parent / link))
-        if resolved.parent != self.store_parent or not resolved.is_dir():
+        version = value[len(prefix) :]
+        return version if is_version_name(version) else None
+
+    def current_version(self) -> str | None:
+        """The store version the target symlink points to, if it is one of ours and a directory."""
+        try:
+            with self._target_parent(create=False) as parent:
+                value = parent.readlink(self.rel.name)
+            version = self._version_of_link(value)
+            if version is None:
+                return None
+            st = self._root().lstat(f"{self._store_rel}/{version}")
+        except OSError:  # missing, or not a symlink (EINVAL)
             return None
-        return resolved.name
+        return version if stat.S_ISDIR(st.st_mode) else None
 
     def current(self) -> tuple[str, Manifest] | None:
-        """(version, manifest) of the published copy, if there is a valid one."""
+        """(version, manifest) of the published copy, if there is a valid one our record names."""
         version = self.current_version()
-        if version is None:
+        if version is None or version not in self._recorded_versions():
             return None
-        manifest = Manifest.read(self.store_dir(version))
-        return None if manifest is None else (version, manifest)
+        try:
+            with self._root().open_dir(f"{self._store_rel}/{version}") as store:
+                manifest = Manifest.from_json(store.read_bytes(_MANIFEST_REL))
+        except (OSError, ValueError, KeyError, TypeError, errors.PathConflictError):
+            return None
+        return version, manifest
 
     def version_for(self, commit: str) -> str:
         """Where to build `commit`: never the currently published directory."""
         return f"{commit}.1" if self.current_version() == commit else commit
 
-    def prepare_staging(self, version: str, keep: set[str]) -> Path:
-        """Create the staging dir and delete files in it that are not in `keep` (planned paths)."""
-        staging = self.staging_dir(version)
-        staging.mkdir(parents=True, exist_ok=True)
-        for dirpath, dirnames, filenames in os.walk(staging, topdown=True):
-            rel_dir = os.path.relpath(dirpath, staging)
-            if rel_dir == ".":
-                dirnames[:] = [d for d in dirnames if d != META_DIR]
-            for name in filenames:
-                rel = name if rel_dir == "." else f"{PurePosixPath(Path(rel_dir).as_posix())}/{name}"
+    def open_store(self, version: str) -> Dir:
+        """The store directory of `version` (open until `close()`)."""
+        return self._stack.enter_context(self._root().open_dir(f"{self._store_rel}/{version}"))
+
+    # -- staging --------------------------------------------------------------------------------
+
+    def prepare_staging(self, version: str, keep: set[str]) -> Dir:
+        """Record and create the staging dir, delete files in it that are not in `keep` (planned paths).
+
+        Returns the open staging directory. A symlink or special file where a planned file goes is
+        a `PathConflictError` (we never write through one); elsewhere it is simply removed.
+        """
+        self._add_version(version)
+        staging = self._root().open_dir(f"{self._staging_rel}/{version}", create=True)
+        self._stack.enter_context(staging)
+        self._staging[version] = staging
+        unusable = []
+        for rel_dir, d in staging.walk_dirs(skip={META_DIR}):
+            for entry in d.scandir():
+                if entry.is_dir(follow_symlinks=False):
+                    continue
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                 if rel not in keep:
-                    (Path(dirpath) / name).unlink()
+                    d.unlink(entry.name, missing_ok=True)
+                elif not entry.is_file(follow_symlinks=False):
+                    unusable.append(rel)
+        if unusable:
+            raise errors.PathConflictError(
+                f"{staging.path}/{unusable[0]} is a symlink or special file; refusing to write through it"
+            )
         return staging
 
-    def link_into_staging(self, source: Path, staging: Path, path: str) -> None:
+    def link_into_staging(self, source: Location, staging: Dir, path: str) -> None:
         """Hard-link an already verified file into staging (copy if linking is impossible)."""
         dest = staging / path
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.make_parents()
         dest.unlink(missing_ok=True)
         try:
-            os.link(source, dest)
+            source.base.link(source.rel, staging, path)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise errors.InsufficientStorageError(f"no space left while linking {path}") from None
-            shutil.copyfile(source, dest)
+            with source.open("rb") as src, dest.open("xb") as dst:
+                copyfileobj(src, dst, 1 << 20)
+            return
+        if not stat.S_ISREG(dest.stat().st_mode):  # the source was swapped for a symlink meanwhile
+            dest.unlink()
+            raise errors.PathConflictError(f"{source} is not a regular file; refusing to link it")
 
     def free_bytes(self) -> int:
-        self.meta.mkdir(parents=True, exist_ok=True)
-        return shutil.disk_usage(self.meta).free
+        self._root()
+        return shutil.disk_usage(self.root).free
+
+    # -- publishing -----------------------------------------------------------------------------
 
     def publish(self, version: str, manifest: Manifest, *, fsync: bool = False) -> Path:
         """Write the manifest, move staging into the store, swap the symlink, drop other versions.
 
         With `fsync`, the directory entries are made durable too (file contents are the caller's).
         """
-        staging = self.staging_dir(version)
-        store = self.store_dir(version)
-        manifest.write(staging)
-        (staging / META_DIR / PARTIAL_NAME).unlink(missing_ok=True)
-        self.store_parent.mkdir(parents=True, exist_ok=True)
-        if store.exists():
-            # Left by a run that died between this rename and the symlink swap (never the published one).
-            if self.current_version() == version:
-                raise errors.DownloadFailedError(f"refusing to replace the published directory {store}")
-            shutil.rmtree(store)
-        if fsync:
-            for dirpath, _, _ in os.walk(staging):
-                _fsync_dir(Path(dirpath))
-        os.rename(staging, store)
-        if fsync:
-            _fsync_dir(self.store_parent)
-        self._swap_symlink(store)
-        if fsync:
-            _fsync_dir(self.target.parent)
+        root = self._root()
+        with (
+            root.open_dir(self._staging_rel) as staging_parent,
+            staging_parent.open_dir(version) as staging,
+            root.open_dir(self._store_rel, create=True) as store_parent,
+        ):
+            held = self._staging.get(version)
+            if held is not None and not _same_file(held.fstat(), staging.fstat()):
+                raise errors.PathConflictError(f"{staging.path} was replaced during the download")
+            staging.mkdir(META_DIR)
+            staging.write_atomic(_MANIFEST_REL, manifest.to_json(), fsync=True)
+            staging.unlink(_PARTIAL_REL, missing_ok=True)
+            if store_parent.exists(version):
+                # Left by a run that died between this rename and the symlink swap (never the published one).
+                if self.current_version() == version:
+                    raise errors.DownloadFailedError(
+                        f"refusing to replace the published directory {self.store_dir(version)}"
+                    )
+                store_parent.rmtree(version)
+            if fsync:
+                for _, d in staging.walk_dirs():
+                    d.fsync()
+            staging_parent.rename(version, store_parent, version)
+            if not _same_file(staging.fstat(), store_parent.lstat(version)):
+                raise errors.PathConflictError(f"{staging.path} was replaced while it was published")
+            if fsync:
+                store_parent.fsync()
+        self._swap_symlink(version, fsync=fsync)
         self.remove_other_versions(version)
-        return store
+        return self.store_dir(version)
 
-    def _swap_symlink(self, store: Path) -> None:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        if self.target.is_dir() and not self.target.is_symlink():
+    def _swap_symlink(self, version: str, *, fsync: bool = False) -> None:
+        name = self.rel.name
+        with self._target_parent(create=True) as parent:
             try:
-                self.target.rmdir()
-            except OSError:
-                raise errors.InvalidSpecError(
-                    f"{self.target} exists and is a directory not managed by modeldepot"
-                ) from None
-        elif self.target.exists() and not self.target.is_symlink():
-            raise errors.InvalidSpecError(f"{self.target} exists and is not managed by modeldepot")
-        tmp = self.target.with_name(f".{self.target.name}.modeldepot-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        os.symlink(os.path.relpath(store, self.target.parent), tmp)
-        os.replace(tmp, self.target)
+                st: os.stat_result | None = parent.lstat(name)
+            except FileNotFoundError:
+                st = None
+            if st is None:
+                pass
+            elif stat.S_ISLNK(st.st_mode):
+                value = parent.readlink(name)
+                if self._version_of_link(value) is None:
+                    raise errors.PathConflictError(
+                        f"{self.target} is a symlink modeldepot did not make (-> {value}); refusing to replace it"
+                    )
+            elif stat.S_ISDIR(st.st_mode):
+                try:
+                    parent.rmdir(name)
+                except OSError:
+                    raise errors.PathConflictError(
+                        f"{self.target} exists and is a directory not managed by modeldepot"
+                    ) from None
+            else:
+                raise errors.PathConflictError(f"{self.target} exists and is not managed by modeldepot")
+            tmp = f".modeldepot-link-{hashlib.sha256(name.encode()).hexdigest()[:16]}-{os.getpid()}"
+            parent.unlink(tmp, missing_ok=True)
+            parent.symlink(self._link_value(version), tmp)
+            parent.rename(tmp, parent, name)
+            if fsync:
+                parent.fsync()
 
     def ensure_published(self, version: str) -> None:
         """Point the target at an existing store version (used when nothing had to be fetched)."""
         if self.current_version() != version:
-            self._swap_symlink(self.store_dir(version))
+            self._swap_symlink(version)
         self.remove_other_versions(version)
 
     def remove_other_versions(self, keep: str) -> None:
-        for parent in (self.store_parent, self.staging_parent):
-            with contextlib.suppress(FileNotFoundError):
-                for child in parent.iterdir():
-                    if child.name == keep and parent == self.store_parent:
-                        continue
-                    if is_version_name(child.name) and child.is_dir() and not child.is_symlink():
-                        shutil.rmtree(child, ignore_errors=True)
+        """Delete the versions our record names, except `keep` in the store, and all staging dirs."""
+        versions = self._recorded_versions()
+        drop = [v for v in versions if v != keep]
+        self._remove_versions(self._store_rel, drop)
+        self._remove_versions(self._staging_rel, versions)
+        with self._registry() as reg:
+            record = reg.get(str(self.rel))
+            if record is not None and record.owner == self.owner and drop:
+                record.versions = [v for v in record.versions if v not in drop]
+                reg.put(record)
         with contextlib.suppress(OSError):
-            self.staging_parent.rmdir()
+            self._root().rmdir(self._staging_rel)
 
-    def remove_all(self) -> None:
-        """Delete the target link, `store/P` and `staging/P` and then-empty parents (`modeldepot cleanup`)."""
-        if self.target.is_symlink():
-            self.target.unlink()
-        for parent in (self.store_parent, self.staging_parent):
-            if parent.is_dir() and not parent.is_symlink():
-                shutil.rmtree(parent)
-        for leaf, top in (
-            (self.store_parent.parent, self.meta / "store"),
-            (self.staging_parent.parent, self.meta / "staging"),
-            (self.target.parent, self.root),
-        ):
-            _remove_empty_parents(leaf, top)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_empty_parents(path: Path, top: Path) -> None:
-    """rmdir `path` and its ancestors below `top` while they are empty."""
-    while path != top and top in path.parents:
-        try:
-            path.rmdir()
-        except OSError:
+    def _remove_versions(self, parent_rel: str, versions: list[str]) -> None:
+        if not versions:
             return
-        path = path.parent
+        try:
+            with self._root().open_dir(parent_rel) as parent:
+                for version in versions:
+                    parent.rmtree(version)
+        except FileNotFoundError:
+            pass
+
+    # -- cleanup --------------------------------------------------------------------------------
+
+    def remove_all(self) -> bool:
+        """`modeldepot cleanup`: remove our versions, staging, the target link and our record.
+
+        Returns False (and removes nothing) when P belongs to another owner; True otherwise (also
+        when there was nothing). The target is removed only if it is a symlink into our store.
+        """
+        if not self.root.is_dir():
+            return True
+        path = str(self.rel)
+        with self._registry() as reg:
+            record = reg.get(path)
+        if record is None:
+            log.info("no owner record for %s: nothing of %s to remove", path, self.owner)
+            return True
+        if record.owner != self.owner:
+            log.warning("%s belongs to %s, not %s: removing nothing", path, record.owner, self.owner)
+            return False
+        try:
+            with self._target_parent(create=False) as parent:
+                value = parent.readlink(self.rel.name)
+                if self._version_of_link(value) is not None:
+                    parent.unlink(self.rel.name)
+        except OSError:  # missing, or not a symlink: not ours to remove
+            pass
+        except errors.PathConflictError as exc:
+            log.warning("leaving %s alone: %s", self.target, exc)
+        self._remove_versions(self._store_rel, record.versions)
+        self._remove_versions(self._staging_rel, record.versions)
+        with self._registry() as reg:
+            if (again := reg.get(path)) is not None and again.owner == self.owner:
+                reg.delete(path)
+        for rel, top in (
+            (self._store_rel, f"{META_DIR}/store"),
+            (self._staging_rel, f"{META_DIR}/staging"),
+            (str(self.rel.parent), "."),
+        ):
+            self._remove_empty_dirs(rel, top)
+        return True
+
+    def _remove_empty_dirs(self, rel: str, top: str) -> None:
+        """rmdir `rel` and its ancestors below `top` while they are empty."""
+        parts = PurePosixPath(rel).parts
+        stop = 0 if top == "." else len(PurePosixPath(top).parts)
+        for n in range(len(parts), stop, -1):
+            try:
+                self._root().rmdir("/".join(parts[:n]))
+            except (OSError, errors.PathConflictError):
+                return
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and stat.S_ISDIR(b.st_mode) == stat.S_ISDIR(a.st_mode)

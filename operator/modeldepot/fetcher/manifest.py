@@ -120,15 +120,23 @@ class Manifest:
             created_at=str(data.get("createdAt", "")),
         )
 
+    def to_json(self) -> bytes:
+        """The bytes of `manifest.json`."""
+        return (json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        """Parse `manifest.json` (ValueError, KeyError or TypeError when malformed)."""
+        return cls.from_dict(json.loads(data))
+
     def write(self, model_dir: Path) -> Path:
-        """Write atomically to `model_dir/.modeldepot/manifest.json`."""
+        """Write atomically to `model_dir/.modeldepot/manifest.json` (the fetcher goes through safefs)."""
         meta = model_dir / META_DIR
         meta.mkdir(parents=True, exist_ok=True)
         path = meta / MANIFEST_NAME
         tmp = meta / (MANIFEST_NAME + ".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+        with tmp.open("wb") as fh:
+            fh.write(self.to_json())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

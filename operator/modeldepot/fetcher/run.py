@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from modeldepot import errors
 from modeldepot.fetcher.hub import HubClient, RemoteFile, RepoSnapshot
 from modeldepot.fetcher.layout import Layout, PartialState
 from modeldepot.fetcher.manifest import FileEntry, Manifest
+from modeldepot.fetcher.owners import LOCAL_OWNER, Owner
 from modeldepot.fetcher.progress import ConsoleSink, ProgressSink, ProgressTracker, RateLimitedReporter
+from modeldepot.fetcher.safefs import Dir, Location
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem, VerifiedFile, git_blob_id
 from modeldepot.settings import FetchSettings
 
@@ -53,6 +56,8 @@ class FetchRequest:
     concurrency: int | None = None
     generation: int | None = None
     root: Path | None = None
+    owner: Owner = LOCAL_OWNER
+    """The ModelArtifact this fetch works for (`--owner`): only its own paths and versions are used."""
 
 
 @dataclass
@@ -108,9 +113,9 @@ class FetchResult:
 
 
 def _reusable(
-    f: RemoteFile, current: tuple[Path, Manifest] | None, by_sha: dict[tuple[str, int], FileEntry]
-) -> tuple[Path, FileEntry] | None:
-    """A file of the published version with exactly this content, if any."""
+    f: RemoteFile, current: tuple[Dir, Manifest] | None, by_sha: dict[tuple[str, int], FileEntry]
+) -> tuple[Location, FileEntry] | None:
+    """A file of the published version (a regular file, never a symlink) with exactly this content."""
     if current is None:
         return None
     store, manifest = current
@@ -120,14 +125,15 @@ def _reusable(
     else:
         candidates = [e for e in manifest.files if e.path == f.path and e.size == f.size]
     for entry in candidates:
-        source = store / entry.path
         try:
-            if source.stat().st_size != entry.size:
+            source = store / entry.path
+            st = source.stat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
                 continue
             # Small (non-LFS) files are known only by their git blob id: check it on the local copy.
             if f.sha256 is None and git_blob_id(source.read_bytes()) != f.blob_id:
                 continue
-        except OSError:
+        except (OSError, errors.PathConflictError, errors.InvalidSpecError):
             continue
         return source, FileEntry(f.path, f.size, entry.sha256)
     return None
@@ -192,7 +198,19 @@ def _fetch(
     cancel: threading.Event,
     hub: HubClient | None,
 ) -> FetchResult:
-    layout = Layout(request.target, request.root or settings.storage_root)
+    with Layout(request.target, request.root or settings.storage_root, owner=request.owner) as layout:
+        layout.claim()  # before anything is written: PathConflict if another artifact has the path
+        return _fetch_into(layout, request, settings, tracker, cancel, hub)
+
+
+def _fetch_into(
+    layout: Layout,
+    request: FetchRequest,
+    settings: FetchSettings,
+    tracker: ProgressTracker,
+    cancel: threading.Event,
+    hub: HubClient | None,
+) -> FetchResult:
     hub = hub or HubClient.from_settings(settings, endpoint=request.endpoint)
     tracker.phase = "Downloading"  # summary: "Resolving files" until the plan is known
     snap = hub.snapshot(
@@ -233,7 +251,7 @@ def _fetch(
     version = layout.version_for(snap.commit)
     staging = layout.prepare_staging(version, keep={f.path for f in snap.files})
     partial = PartialState(staging, snap.commit)
-    current_store = None if current is None else (layout.store_dir(current[0]), current[1])
+    current_store = None if current is None else (layout.open_store(current[0]), current[1])
     by_sha = {} if current is None else {(e.sha256, e.size): e for e in current[1].files}
 
     entries: dict[str, FileEntry] = {}

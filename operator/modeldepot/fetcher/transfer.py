@@ -14,19 +14,18 @@ import concurrent.futures as cf
 import errno
 import hashlib
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import httpcore
 import httpx
 
 from modeldepot import errors
+from modeldepot.fetcher.safefs import Location
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +47,15 @@ def _tune_httpcore() -> None:
 
 @dataclass(frozen=True)
 class TransferItem:
-    """One file to bring into `dest`, and what it must hash to."""
+    """One file to bring into `dest`, and what it must hash to.
+
+    `dest` is a `safefs.Location`: every access resolves it beneath the staging directory without
+    following symlinks (the storage root is shared with other tenants).
+    """
 
     path: str
     url: str
-    dest: Path
+    dest: Location
     size: int
     blob_id: str
     sha256: str | None
@@ -223,7 +226,7 @@ class Transfer:
 
     def fetch(self, item: TransferItem) -> VerifiedFile:
         """Bring one file into `item.dest`, resuming a partial file; verify it."""
-        item.dest.parent.mkdir(parents=True, exist_ok=True)
+        item.dest.make_parents()
         state = self._open_partial(item)
         resumed = state.offset > 0
         self._on_adjust(state.offset)
@@ -245,11 +248,7 @@ class Transfer:
             )
         if self._fsync:
             # Durable before it is recorded as verified (and later published).
-            fd = os.open(item.dest, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            item.dest.fsync()
         self._on_file(result)
         return result
 
