@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
-from conftest import ClusterHandle
+import pytest
+from conftest import ClusterHandle, fresh_namespace
 from kubernetes import client
 from waiting import wait_until
+
+
+@pytest.fixture
+def namespace(cluster: ClusterHandle) -> Iterator[str]:
+    """These tests exercise the pod runner itself (hostPath, plain pods): no Pod Security level."""
+    with fresh_namespace(cluster, labels={}) as name:
+        yield name
 
 
 def job_manifest(name: str, namespace: str, command: str, **pod_spec: object) -> dict[str, object]:
