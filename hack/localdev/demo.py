@@ -24,6 +24,7 @@ from typing import Any
 from localdev.cluster import REPO_ROOT, ClusterState, LocalCluster, free_port, pid_alive
 
 NAMESPACE = "modeldepot-demo"
+OPERATOR_NAMESPACE = "modeldepot-system"
 NAME = "all-minilm-l6-v2"
 REPO = "sentence-transformers/all-MiniLM-L6-v2"
 BIN = Path(sys.executable).parent
@@ -117,9 +118,20 @@ class Demo:
         self.demo_file.write_text(json.dumps({"hub": url}))
         return url
 
-    def start_operator(self) -> None:
+    def start_operator(self, endpoint: str) -> None:
+        """The operator as a process; its policy allows exactly the demo's Hub endpoint."""
         if self._running("demo-operator"):
             return
+        namespace = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            # node-local Jobs (hostPath) would run here, never in a tenant's namespace
+            "metadata": {
+                "name": OPERATOR_NAMESPACE,
+                "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+            },
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(namespace))
         self._spawn(
             "demo-operator",
             [str(BIN / "modeldepot"), "operator"],
@@ -128,6 +140,8 @@ class Demo:
                 "MODELDEPOT_METRICS_PORT": str(free_port()),
                 "MODELDEPOT_HEALTH_PORT": str(free_port()),
                 "MODELDEPOT_FETCHER_ENV": json.dumps({"MODELDEPOT_REPORT_INTERVAL": "1"}),
+                "MODELDEPOT_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+                "MODELDEPOT_ALLOWED_ENDPOINTS": json.dumps([endpoint]),
             },
         )
 
@@ -196,9 +210,13 @@ class Demo:
         )
         endpoint = self.start_hub()
         say(f"Hub: {endpoint} serving {REPO}")
-        self.start_operator()
+        self.start_operator(endpoint)
         say("operator running (logs: .cluster/logs/demo-operator.log)")
         self.kubectl("create", "namespace", NAMESPACE, check=False)
+        # the download runs under Pod Security "restricted", as a tenant namespace may require
+        self.kubectl(
+            "label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
+        )
         if self.kubectl("get", "ma", NAME, "-n", NAMESPACE, check=False).returncode == 0:
             say("removing the previous demo artifact so you can watch it again")
             self.kubectl("delete", "ma", NAME, "-n", NAMESPACE, "--timeout=120s")
