@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,33 @@ def test_nested_paths_either_order(
     assert ("lies inside" if len(second) > len(first) else "contains") in msg
     assert (state(root, first), snapshot(root / ".modeldepot" / "staging")) == before
     assert record(root, second) is None
+
+
+def _claim(root: Path, path: str, owner: Owner, barrier: threading.Barrier, outcome: dict[str, str]) -> None:
+    with Layout(root / path, root=root, owner=owner) as lay:
+        barrier.wait()
+        try:
+            lay.claim()
+            outcome[path] = "ok"
+        except errors.PathConflictError:
+            outcome[path] = "conflict"
+
+
+def test_concurrent_claims_of_nested_paths_one_wins(root: Path) -> None:
+    for attempt in range(10):
+        barrier = threading.Barrier(2)
+        outcome: dict[str, str] = {}
+        a, b = f"n{attempt}", f"n{attempt}/0123abcd"
+        threads = [
+            threading.Thread(target=_claim, args=(root, path, owner, barrier, outcome))
+            for path, owner in ((a, ALICE), (b, BOB))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(outcome.values()) == ["conflict", "ok"], outcome
+        assert (record(root, a) is None) != (record(root, b) is None)
 
 
 def test_related_paths_compare_whole_components() -> None:

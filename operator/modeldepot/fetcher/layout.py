@@ -234,19 +234,13 @@ class Layout:
             if version in record.versions:
                 return
             for parent in (self._store_rel, self._staging_rel):
-                if self._exists(f"{parent}/{version}"):
+                if self._root().exists(f"{parent}/{version}"):
                     raise errors.PathConflictError(
                         f"{self.root}/{parent}/{version} exists but {self.owner} did not create it; "
                         "refusing to use or delete it"
                     )
             record.versions.append(version)
             reg.put(record)
-
-    def _exists(self, rel: str) -> bool:
-        try:
-            return self._root().exists(rel)
-        except FileNotFoundError:
-            return False
 
     # -- the published version ------------------------------------------------------------------
 
