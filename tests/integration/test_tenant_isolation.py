@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import (
     KUBECTL,
@@ -347,3 +348,39 @@ def test_the_charts_admission_policy_rejects_abuse_at_apply_time(
         )
     finally:
         cluster.kubectl("delete", "-f", "-", "--ignore-not-found", input=manifest)
+
+
+# -------------------------------------------------------------------------------- planted symlinks
+
+
+@pytest.mark.parametrize("planted", ["evil", ".modeldepot/staging/evil", ".modeldepot/store/evil"])
+def test_a_symlink_planted_on_the_claim_is_never_followed(
+    hub: Any, artifacts: Artifacts, cluster: ClusterHandle, tmp_path: Path, planted: str
+) -> None:
+    """Another tenant's pod planted a symlink where the fetcher will write (issue 7, 5): the download
+    fails with PathConflict and nothing outside the claim is created, changed or removed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    artifacts.create_claim("models")
+    volume = wait_until(
+        lambda: (
+            claim_dir(cluster, artifacts.namespace, "models")
+            if cluster.kubectl_json("get", "pvc", "models", "-n", artifacts.namespace)["spec"].get(
+                "volumeName"
+            )
+            else None
+        ),
+        timeout=30,
+        what="the claim to be bound",
+    )
+    link = volume / planted
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside)
+    spec = claim_spec(hub, small_repo(hub, 7), "evil")
+    del spec["storage"]["persistentVolumeClaim"]["create"]
+    artifacts.apply("evil", spec)
+    assert_refused(artifacts, "evil", "PathConflict", "symlink")
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    assert (outside / "keep.txt").read_text() == "precious"
+    assert link.is_symlink(), "the planted link is left for the admin to see, not followed"
