@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,30 +129,49 @@ def _fetch(args: argparse.Namespace) -> int:
     return code
 
 
-def _cleanup(args: argparse.Namespace) -> int:
-    """Exit 0 when nothing of ours is left at P, 1 on an I/O error (retried), 2 on an invalid path.
-
-    Nothing there is success; so is a P that belongs to another owner (nothing is removed then).
-    """
+def _disk_step(name: str, step: Callable[[], str]) -> int:
+    """Run a `cleanup` or `prepare` step: exit 0 when done, 2 when the path is refused (invalid,
+    a symlink, another owner's: retrying cannot help), 1 on an I/O error (the Job retries)."""
     from modeldepot.errors import ModelDepotError
-    from modeldepot.fetcher.layout import Layout
-    from modeldepot.fetcher.owners import LOCAL_OWNER
-    from modeldepot.settings import FetchSettings
 
-    log = logging.getLogger("modeldepot.cleanup")
-    owner = args.owner or LOCAL_OWNER
+    log = logging.getLogger(f"modeldepot.{name}")
     try:
-        with Layout(args.to, args.root or FetchSettings().storage_root, owner=owner) as layout:
-            removed = layout.remove_all()
+        done = step()
     except ModelDepotError as exc:
         log.error("%s", exc)
         return 2
     except OSError as exc:
-        log.error("cleanup of %s failed: %s", args.to, exc)
+        log.error("%s failed: %s", name, exc)
         return 1
-    if removed:
-        log.info("removed %s and its stored versions", layout.target)
+    if done:
+        log.info("%s", done)
     return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    """Remove what this owner has at P. Nothing there is success; so is a P that belongs to another
+    owner (nothing is removed then)."""
+    from modeldepot.fetcher.layout import Layout
+    from modeldepot.fetcher.owners import LOCAL_OWNER
+    from modeldepot.settings import FetchSettings
+
+    def step() -> str:
+        root = args.root or FetchSettings().storage_root
+        with Layout(args.to, root, owner=args.owner or LOCAL_OWNER) as layout:
+            return f"removed {layout.target} and its stored versions" if layout.remove_all() else ""
+
+    return _disk_step("cleanup", step)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    """Create the directories a node-local fetch writes into (the root init step)."""
+    from modeldepot.fetcher.prepare import prepare
+
+    def step() -> str:
+        prepare(args.to, root=args.root, uid=args.uid, gid=args.gid)
+        return ""
+
+    return _disk_step("prepare", step)
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -160,23 +179,6 @@ def _operator(args: argparse.Namespace) -> int:
     from modeldepot.settings import OperatorSettings
 
     run_operator(OperatorSettings())
-    return 0
-
-
-def _prepare(args: argparse.Namespace) -> int:
-    """Exit 0 when the directories exist, 2 when the path is refused (symlink, invalid), 1 on I/O errors."""
-    from modeldepot.errors import ModelDepotError
-    from modeldepot.fetcher.prepare import prepare
-
-    log = logging.getLogger("modeldepot.prepare")
-    try:
-        prepare(args.to, root=args.root, uid=args.uid, gid=args.gid)
-    except ModelDepotError as exc:
-        log.error("%s", exc)
-        return 2
-    except OSError as exc:
-        log.error("preparing %s failed: %s", args.to, exc)
-        return 1
     return 0
 
 
