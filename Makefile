@@ -38,6 +38,7 @@ lint: venv
 	$(VENV)/bin/ruff check operator hack tests bench
 	$(VENV)/bin/ruff format --check operator hack tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 unit: venv
 	$(VENV)/bin/pytest tests/unit -q
