@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import builders
+from . import builders, errors
 from .errors import ERRORS_BY_REASON
 from .formatting import compute_percent, format_bytes, progress_summary
 from .models import (
@@ -34,12 +34,12 @@ STALLED = "Stalled"
 CONDITION_TYPES = (READY, RECONCILING, STALLED)
 
 REASON_VERIFIED = "Verified"
-REASON_NO_MATCHING_NODES = "NoMatchingNodes"
-REASON_DOWNLOAD_FAILED = "DownloadFailed"
-REASON_CHECKSUM_MISMATCH = "ChecksumMismatch"
+REASON_NO_MATCHING_NODES = errors.NoMatchingNodesError.reason
+REASON_DOWNLOAD_FAILED = errors.DownloadFailedError.reason
+REASON_CHECKSUM_MISMATCH = errors.ChecksumMismatchError.reason
 
 # Job "Failed" condition reasons (batch/v1) that name the failure better than the fetcher's own result
-_JOB_REASONS = {"BackoffLimitExceeded", "DeadlineExceeded"}
+_JOB_REASONS = {errors.BackoffLimitExceededError.reason, errors.DeadlineExceededError.reason}
 _SCHEDULING_EFFECTS = {"NoSchedule", "NoExecute"}
 
 

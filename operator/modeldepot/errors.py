@@ -186,9 +186,3 @@ ERRORS_BY_REASON: dict[str, type[ModelDepotError]] = {
         InterruptedFetchError,
     )
 }
-
-
-def error_for_reason(reason: str, message: str) -> ModelDepotError:
-    """Rebuild an error from its `reason` (e.g. read from a termination message)."""
-    cls = ERRORS_BY_REASON.get(reason, DownloadFailedError)
-    return cls(message)

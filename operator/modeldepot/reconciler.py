@@ -26,6 +26,7 @@ from .errors import (
     ModelDepotError,
     PathConflictError,
     PolicyViolationError,
+    StorageNotFoundError,
     TokenSecretNotFoundError,
 )
 from .models import (
@@ -145,9 +146,9 @@ def _job_states(
             )
             state = replace(
                 state,
-                failure_reason="TokenSecretNotFound",
+                failure_reason=TokenSecretNotFoundError.reason,
                 failure_message=f"{message} ({config_error})",
-                result=JobResult(phase="Failed", reason="TokenSecretNotFound", message=message),
+                result=JobResult(phase="Failed", reason=TokenSecretNotFoundError.reason, message=message),
             )
         states.append(state)
         duration = _duration(job)
@@ -178,7 +179,7 @@ def _blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
     claim = kube.get_claim(artifact.namespace, claim_spec.claim_name)
     if claim is None:
         return (
-            "StorageNotFound",
+            StorageNotFoundError.reason,
             f"PersistentVolumeClaim {claim_spec.claim_name!r} does not exist in namespace "
             f"{artifact.namespace}; create it or set storage.persistentVolumeClaim.create",
         )
