@@ -265,8 +265,7 @@ def test_interrupt_then_resume_with_range(hub: HubEmulator, tmp_path: Path, sett
     t = threading.Thread(target=work)
     t.start()
     staged = next_staged(tmp_path, "model.safetensors")
-    while staged.stat().st_size < 600_000:
-        time.sleep(0.02)
+    wait_for_size(staged, 600_000)
     started = time.monotonic()
     cancel.set()
     t.join(10)
@@ -294,6 +293,15 @@ def next_staged(root: Path, name: str, timeout: float = 10) -> Path:
             return found[0]
         time.sleep(0.01)
     raise AssertionError(f"{name} never appeared in staging")
+
+
+def wait_for_size(path: Path, size: int, timeout: float = 30) -> None:
+    """Until `path` holds at least `size` bytes; fails with the last size seen after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while (have := path.stat().st_size) < size:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} stayed at {have} bytes, wanted {size}")
+        time.sleep(0.02)
 
 
 def test_bad_partial_bytes_are_redownloaded(
@@ -373,8 +381,7 @@ def test_sigterm_stops_promptly_and_keeps_partial(hub: HubEmulator, tmp_path: Pa
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     try:
         staged = next_staged(tmp_path, "model.safetensors", timeout=30)
-        while staged.stat().st_size < 300_000:
-            time.sleep(0.02)
+        wait_for_size(staged, 300_000)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
