@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import kopf
 from pydantic import ValidationError
 
-from . import metrics
+from . import kube, metrics
 from .builders import ANNOTATION_ARTIFACT, ANNOTATION_ARTIFACT_NAMESPACE
 from .errors import ModelDepotError
 from .models import (
@@ -32,14 +32,13 @@ from .models import (
     ModelArtifact,
 )
 from .policy import PathClaim, path_claim
-from .reconciler import ClaimLookup, Outcome, finalize, reconcile
+from .reconciler import ClaimLookup, Outcome, Reconciler
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_settings = OperatorSettings()
 RETRY_DELAY_SECONDS = 5
 
 
@@ -100,6 +99,12 @@ def path_claims(body: kopf.Body, **_: Any) -> dict[str, PathClaim] | None:
     return {claim.storage: claim}
 
 
+def _reconciler(handler_kwargs: Mapping[str, Any]) -> Reconciler:
+    """The Reconciler made at start-up (`run_operator`), which kopf passes as `memo`."""
+    reconciler: Reconciler = handler_kwargs["memo"].reconciler
+    return reconciler
+
+
 def _lookup(handler_kwargs: Mapping[str, Any]) -> ClaimLookup:
     """The `path_claims` index, which kopf passes to every handler among its keyword arguments."""
     index: kopf.Index[str, PathClaim] | None = handler_kwargs.get("path_claims")
@@ -109,19 +114,19 @@ def _lookup(handler_kwargs: Mapping[str, Any]) -> ClaimLookup:
 
 
 async def _reconcile_from_event(
-    namespace: str, name: str, trigger: str, claims: ClaimLookup
+    namespace: str, name: str, trigger: str, handler_kwargs: Mapping[str, Any]
 ) -> Outcome | None:
     """Reconcile from a watch event; event handlers are not retried, so errors are logged and the
     periodic resync catches up."""
     try:
-        return await reconcile(namespace, name, _settings, claims)
+        return await _reconciler(handler_kwargs).reconcile(namespace, name, _lookup(handler_kwargs))
     except ModelDepotError as error:
         log.warning("reconcile of %s/%s after %s failed: %s", namespace, name, trigger, error)
         return None
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     # status is a strict schema of our own: keep kopf's bookkeeping in annotations
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -130,7 +135,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     # kopf posts warnings and errors of handlers as Events; our own Events are explicit
     settings.posting.level = logging.WARNING
-    metrics.serve(_settings.metrics_port)
+    metrics.serve(memo.reconciler.settings.metrics_port)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -144,7 +149,7 @@ async def spec_changed(
     **kwargs: Any,
 ) -> None:
     assert namespace is not None  # ModelArtifact is namespaced
-    _announce(body, await reconcile(namespace, name, _settings, _lookup(kwargs)))
+    _announce(body, await _reconciler(kwargs).reconcile(namespace, name, _lookup(kwargs)))
 
 
 @kopf.on.event(
@@ -167,7 +172,7 @@ async def fetch_job_changed(body: kopf.Body, namespace: str | None, **kwargs: An
         artifact_name = annotations[ANNOTATION_ARTIFACT]
     else:
         return
-    outcome = await _reconcile_from_event(artifact_namespace, artifact_name, "a Job change", _lookup(kwargs))
+    outcome = await _reconcile_from_event(artifact_namespace, artifact_name, "a Job change", kwargs)
     if outcome is not None:
         artifact_ref = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -193,10 +198,9 @@ async def status_changed(
     progress_phase = (status.get("progress") or {}).get("phase")
     if not node_local and progress_phase == status.get("phase"):
         return
-    _announce(body, await _reconcile_from_event(namespace, name, "a status change", _lookup(kwargs)))
+    _announce(body, await _reconcile_from_event(namespace, name, "a status change", kwargs))
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=_settings.resync_seconds, initial_delay=_settings.resync_seconds)
 @kopf_errors
 async def resync(
     body: kopf.Body,
@@ -205,13 +209,13 @@ async def resync(
     **kwargs: Any,
 ) -> None:
     assert namespace is not None
-    _announce(body, await reconcile(namespace, name, _settings, _lookup(kwargs)))
+    _announce(body, await _reconciler(kwargs).reconcile(namespace, name, _lookup(kwargs)))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 @kopf_errors
-async def deleted(body: kopf.Body, runtime: Any, **_: Any) -> None:
-    step = await finalize(body, runtime.total_seconds(), _settings)
+async def deleted(body: kopf.Body, runtime: Any, **kwargs: Any) -> None:
+    step = await _reconciler(kwargs).finalize(body, runtime.total_seconds())
     if not step.done:
         raise kopf.TemporaryError(f"deleting: waiting for {step.waiting_for}", delay=2)
     for reason, message in step.warnings:
@@ -226,12 +230,19 @@ async def deleted(body: kopf.Body, runtime: Any, **_: Any) -> None:
 
 
 def run_operator(settings: OperatorSettings) -> None:
-    """Run the operator until it is stopped (`modeldepot operator`)."""
-    global _settings
-    _settings = settings
+    """Run the operator until it is stopped (`modeldepot operator`).
+
+    The settings are read once, by the caller; the Reconciler made here holds them and reaches
+    every handler as kopf's `memo`. The resync timer is registered here because its interval is
+    a setting.
+    """
+    kopf.timer(
+        GROUP, VERSION, PLURAL, interval=settings.resync_seconds, initial_delay=settings.resync_seconds
+    )(resync)
     kopf.run(
         standalone=True,  # one replica by design (Deployment strategy Recreate); no peering
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        memo=kopf.Memo(reconciler=Reconciler(settings, kube)),
     )

@@ -1,10 +1,11 @@
-"""The operator's service layer: gather an artifact's world through `kube`, decide, apply.
+"""The operator's service layer: gather an artifact's world, decide, apply.
 
-`reconcile()` reads the artifact, its target nodes, its fetch Jobs and their pods' results, asks
-`decisions.plan()` what to do, creates/deletes Jobs, and merge-patches the status when it changes.
-`finalize()` is the deletion flow behind the finalizer: cancel downloads, remove files under
-`deletionPolicy: Delete` with cleanup Jobs, and always finish within bounded waits.
-Handlers (kopf) stay thin and call these.
+A `Reconciler` is made once at operator start-up (kopf's memo) with the settings and a
+`ClusterApi` (the `kube` module in production, an in-memory fake in unit tests). Its `reconcile()`
+reads the artifact, checks the admin policy and path ownership, reads its target nodes, its fetch
+Jobs and their pods' results, asks `decisions.plan()` what to do, creates/deletes Jobs, and
+merge-patches the status when it changes; `finalize()` runs one pass of the deletion flow
+(`deletion.py`). Both are serialized per artifact. Handlers (kopf) stay thin and call these.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+import weakref
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import builders, decisions, kube, metrics, policy
+from . import builders, decisions, metrics, policy
+from .clusterapi import ClusterApi
+from .deletion import FinalizeStep, finalize_step, job_defaults
 from .errors import (
     InvalidSpecError,
     ModelDepotError,
@@ -64,13 +68,6 @@ class Outcome:
     uid: str = ""
 
 
-_locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
-
-
-def _lock_for(namespace: str, name: str) -> asyncio.Lock:
-    return _locks[(namespace, name)]
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -106,27 +103,18 @@ def _duration(job: Mapping[str, Any]) -> float | None:
     return (parse(str(end).replace("Z", "+00:00")) - parse(str(start).replace("Z", "+00:00"))).total_seconds()
 
 
-def _defaults(settings: OperatorSettings) -> builders.JobDefaults:
-    return builders.JobDefaults(
-        image=settings.fetcher_image,
-        image_pull_policy=settings.fetcher_image_pull_policy,
-        extra_env=settings.fetcher_env,
-        operator_namespace=settings.operator_namespace,
-    )
-
-
 def _jobs_namespace(artifact: ModelArtifact, settings: OperatorSettings) -> str:
     return builders.job_namespace(artifact, settings.operator_namespace)
 
 
 def _job_states(
-    artifact: ModelArtifact, settings: OperatorSettings
+    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings
 ) -> tuple[list[decisions.JobState], dict[str, float]]:
     """The artifact's fetch Jobs as decision inputs, and how long each completed one took (by uid)."""
     namespace = _jobs_namespace(artifact, settings)
     selector = builders.artifact_selector(artifact, FETCHER_APP)
-    jobs = kube.list_jobs(namespace, selector)
-    pods = kube.list_pods(namespace, selector)
+    jobs = api.list_jobs(namespace, selector)
+    pods = api.list_pods(namespace, selector)
     by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for pod in pods:
         job_name = (pod["metadata"].get("labels") or {}).get("job-name")
@@ -157,10 +145,10 @@ def _job_states(
     return states, durations
 
 
-def _token_blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
+def _token_blocker(api: ClusterApi, artifact: ModelArtifact) -> tuple[str, str] | None:
     """TokenSecretNotFound while the Secret (or its key) named by tokenSecretRef is missing."""
     ref = artifact.hugging_face.token_secret_ref
-    if ref is None or kube.read_secret_key(artifact.namespace, ref.name, ref.key) is not None:
+    if ref is None or api.read_secret_key(artifact.namespace, ref.name, ref.key) is not None:
         return None
     return (
         TokenSecretNotFoundError.reason,
@@ -169,14 +157,14 @@ def _token_blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
     )
 
 
-def _blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
+def _blocker(api: ClusterApi, artifact: ModelArtifact) -> tuple[str, str] | None:
     claim_spec = artifact.spec.storage.persistent_volume_claim
     if claim_spec is None:
         return None
     if claim_spec.create is not None:
-        kube.create_claim(builders.claim(artifact))
+        api.create_claim(builders.claim(artifact))
         return None
-    claim = kube.get_claim(artifact.namespace, claim_spec.claim_name)
+    claim = api.get_claim(artifact.namespace, claim_spec.claim_name)
     if claim is None:
         return (
             StorageNotFoundError.reason,
@@ -186,38 +174,35 @@ def _blocker(artifact: ModelArtifact) -> tuple[str, str] | None:
     return None
 
 
-# uids of completed fetch Jobs whose duration is already in the histogram
-_timed_jobs: set[str] = set()
-
-
-def _prepare_fetcher(artifact: ModelArtifact, defaults: builders.JobDefaults) -> None:
+def _prepare_fetcher(api: ClusterApi, artifact: ModelArtifact, defaults: builders.JobDefaults) -> None:
     """What a fetch Job needs before it is created: the artifact's own ServiceAccount and a Role
     that may patch only this artifact's status, and for node-local Jobs (which run in the
     operator's namespace) a copy of the token. Called only when Jobs are about to be created."""
-    kube.ensure_fetcher_identity(
+    api.ensure_fetcher_identity(
         builders.fetcher_service_account(artifact, defaults),
         builders.fetcher_role(artifact),
         builders.fetcher_role_binding(artifact, defaults),
     )
     ref = artifact.hugging_face.token_secret_ref
     if ref is not None and artifact.is_node_local:
-        token = kube.read_secret_key(artifact.namespace, ref.name, ref.key)
+        token = api.read_secret_key(artifact.namespace, ref.name, ref.key)
         if token is not None:
-            kube.apply_secret(builders.token_secret_copy(artifact, token, defaults))
+            api.apply_secret(builders.token_secret_copy(artifact, token, defaults))
 
 
-def _refusal(artifact: ModelArtifact | None, settings: OperatorSettings) -> int:
+def _refusal(api: ClusterApi, artifact: ModelArtifact | None, settings: OperatorSettings) -> int:
     """Cancel an artifact's download Jobs (it was refused); returns how many were deleted."""
     if artifact is None:
         return 0
     namespace = _jobs_namespace(artifact, settings)
-    jobs = kube.list_jobs(namespace, builders.artifact_selector(artifact, FETCHER_APP))
+    jobs = api.list_jobs(namespace, builders.artifact_selector(artifact, FETCHER_APP))
     for job in jobs:
-        kube.delete_job(namespace, job["metadata"]["name"])
+        api.delete_job(namespace, job["metadata"]["name"])
     return len(jobs)
 
 
 def _refuse(
+    api: ClusterApi,
     body: Mapping[str, Any],
     reason: str,
     message: str,
@@ -227,7 +212,7 @@ def _refuse(
 ) -> Outcome:
     """A spec the operator will not act on (invalid, against policy, or on another artifact's path):
     cancel its downloads, say why in status, create nothing."""
-    deleted = _refusal(artifact, settings) if settings is not None else 0
+    deleted = _refusal(api, artifact, settings) if settings is not None else 0
     generation = body["metadata"].get("generation")
     stamp = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -252,7 +237,7 @@ def _refuse(
     }
     current = body.get("status") or {}
     if changed(current, patch):
-        kube.patch_artifact_status(body["metadata"]["namespace"], body["metadata"]["name"], {"status": patch})
+        api.patch_artifact_status(body["metadata"]["namespace"], body["metadata"]["name"], {"status": patch})
     return Outcome(
         "Failed", current.get("phase"), 0, deleted, reason, message, uid=body["metadata"].get("uid", "")
     )
@@ -272,25 +257,31 @@ def _refusal_reason(
     return None
 
 
-def _reconcile_sync(
-    namespace: str, name: str, settings: OperatorSettings, claims: ClaimLookup
+def _reconcile_pass(
+    api: ClusterApi,
+    namespace: str,
+    name: str,
+    settings: OperatorSettings,
+    claims: ClaimLookup,
+    timed: TimedJobs,
 ) -> Outcome | None:
-    body = kube.get_artifact(namespace, name)
+    """One reconciliation (blocking): read, check, decide, apply, write status."""
+    body = api.get_artifact(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None
     previous = (body.get("status") or {}).get("phase")
     try:
         artifact = ModelArtifact.from_body(body)
     except ValidationError as error:
-        return _refuse(body, InvalidSpecError.reason, validation_message(error))
+        return _refuse(api, body, InvalidSpecError.reason, validation_message(error))
     refused = _refusal_reason(artifact, settings, claims)
     if refused is not None:
-        return _refuse(body, *refused, artifact=artifact, settings=settings)
-    defaults = _defaults(settings)
-    node_objects = kube.list_nodes() if artifact.is_node_local else []
+        return _refuse(api, body, *refused, artifact=artifact, settings=settings)
+    defaults = job_defaults(settings)
+    node_objects = api.list_nodes() if artifact.is_node_local else []
     nodes = decisions.matching_nodes(artifact, node_objects) if artifact.is_node_local else None
-    jobs, durations = _job_states(artifact, settings)
-    blocker = _blocker(artifact) or _token_blocker(artifact)
+    jobs, durations = _job_states(api, artifact, settings)
+    blocker = _blocker(api, artifact) or _token_blocker(api, artifact)
     plan = decisions.plan(
         artifact,
         nodes=nodes,
@@ -304,12 +295,12 @@ def _reconcile_sync(
     )
     jobs_namespace = _jobs_namespace(artifact, settings)
     for job_name in plan.delete:
-        kube.delete_job(jobs_namespace, job_name)
+        api.delete_job(jobs_namespace, job_name)
     # only needed when Jobs are created or nodes retired, not on every progress event
     needs_cleanup_jobs = artifact.is_node_local and bool(plan.create or plan.stale_nodes)
-    cleanup_jobs = _cleanup_jobs_by_node(artifact, settings) if needs_cleanup_jobs else {}
+    cleanup_jobs = _cleanup_jobs_by_node(api, artifact, settings) if needs_cleanup_jobs else {}
     if plan.create:
-        _prepare_fetcher(artifact, defaults)
+        _prepare_fetcher(api, artifact, defaults)
     created = 0
     for manifest in plan.create:
         cleanup = cleanup_jobs.get(
@@ -319,16 +310,16 @@ def _reconcile_sync(
             # the node matches again while (or after) its copy was being removed
             if not cleanup.finished:
                 continue  # download after the cleanup, on a later pass
-            kube.delete_job(jobs_namespace, cleanup.name)
-        if kube.create_job(manifest):
+            api.delete_job(jobs_namespace, cleanup.name)
+        if api.create_job(manifest):
             created += 1
     if plan.stale_nodes:
-        forgotten = _retire_nodes(artifact, plan.stale_nodes, node_objects, cleanup_jobs, settings)
+        forgotten = _retire_nodes(api, artifact, plan.stale_nodes, node_objects, cleanup_jobs, settings)
         if forgotten:
             plan.status_patch.setdefault("nodes", {}).update(dict.fromkeys(forgotten))
     if changed(body.get("status") or {}, plan.status_patch):
-        kube.patch_artifact_status(namespace, name, {"status": plan.status_patch})
-    _record_metrics(artifact, plan, durations, previous)
+        api.patch_artifact_status(namespace, name, {"status": plan.status_patch})
+    _record_metrics(artifact, plan, durations, previous, timed)
     failed = next((t for t in plan.targets if t.phase == "Failed"), None)
     conditions = plan.status_patch.get("conditions") or []
     ready = next((c for c in conditions if c["type"] == decisions.READY), None)
@@ -344,9 +335,9 @@ def _reconcile_sync(
 
 
 def _cleanup_jobs_by_node(
-    artifact: ModelArtifact, settings: OperatorSettings
+    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings
 ) -> dict[str | None, decisions.JobState]:
-    jobs = kube.list_jobs(
+    jobs = api.list_jobs(
         _jobs_namespace(artifact, settings), builders.artifact_selector(artifact, CLEANUP_APP)
     )
     states = (decisions.JobState.from_job(job) for job in jobs)
@@ -354,6 +345,7 @@ def _cleanup_jobs_by_node(
 
 
 def _retire_nodes(
+    api: ClusterApi,
     artifact: ModelArtifact,
     stale: list[str],
     node_objects: list[dict[str, Any]],
@@ -364,21 +356,25 @@ def _retire_nodes(
     namespace = _jobs_namespace(artifact, settings)
     busy = {
         pod["spec"].get("nodeName", "")
-        for pod in kube.list_pods(namespace, builders.artifact_selector(artifact, FETCHER_APP))
+        for pod in api.list_pods(namespace, builders.artifact_selector(artifact, FETCHER_APP))
         if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
     }
     by_name = {node["metadata"]["name"]: node for node in node_objects}
     by_node = {node: job for node, job in cleanup_jobs.items() if node}
     retirement = decisions.retire_nodes(artifact, stale, by_name, by_node, busy)
     for node in retirement.cleanup:
-        kube.create_job(builders.cleanup_job(artifact, node=node, defaults=_defaults(settings)))
+        api.create_job(builders.cleanup_job(artifact, node=node, defaults=job_defaults(settings)))
     for job_name in retirement.remove_jobs:
-        kube.delete_job(namespace, job_name)
+        api.delete_job(namespace, job_name)
     return retirement.forget
 
 
 def _record_metrics(
-    artifact: ModelArtifact, plan: decisions.Plan, durations: Mapping[str, float], previous: str | None
+    artifact: ModelArtifact,
+    plan: decisions.Plan,
+    durations: Mapping[str, float],
+    previous: str | None,
+    timed: TimedJobs,
 ) -> None:
     metrics.record_phase(artifact.namespace, artifact.name, plan.phase)
     if plan.phase == "Failed" and previous != "Failed":
@@ -386,8 +382,7 @@ def _record_metrics(
         metrics.failures.labels(reason=(failed.reason if failed else None) or "Unknown").inc()
     # a Job's completion time may land after the status turned Ready: observe each Job once
     for uid, seconds in durations.items():
-        if uid not in _timed_jobs:
-            _timed_jobs.add(uid)
+        if timed.first_time(uid):
             metrics.download_duration.observe(seconds)
     if plan.phase == "Ready" and previous != "Ready":
         for target in plan.targets:
@@ -396,153 +391,66 @@ def _record_metrics(
             metrics.downloads_completed.inc()
 
 
+class TimedJobs:
+    """Uids of completed fetch Jobs whose duration is already in the histogram: a bounded memory
+    (the oldest are forgotten first; a Job's completion lands within minutes of its Ready)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def first_time(self, uid: str) -> bool:
+        if uid in self._seen:
+            return False
+        self._seen[uid] = None
+        while len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return True
+
+
 def _no_claims(storage: str) -> Iterable[policy.PathClaim]:
     return ()
 
 
-async def reconcile(
-    namespace: str, name: str, settings: OperatorSettings, claims: ClaimLookup = _no_claims
-) -> Outcome | None:
-    """Bring one artifact's Jobs and status in line with its spec. Serialized per artifact.
+class Reconciler:
+    """The operator's state, with bounded lifetime: one lock per artifact while someone uses it
+    (weakly held, so deleted artifacts leave nothing behind) and the Jobs already timed."""
 
-    ``claims`` gives the paths other artifacts hold on a storage (``PathConflict`` checks)."""
-    started = time.monotonic()
-    async with _lock_for(namespace, name):
-        try:
-            return await kube.run_blocking(_reconcile_sync, namespace, name, settings, claims)
-        except ModelDepotError as error:
-            metrics.reconcile_errors.labels(retryable=str(error.is_retryable).lower()).inc()
-            raise
-        finally:
-            metrics.reconcile_duration.observe(time.monotonic() - started)
-
-
-# ----------------------------------------------------------------------------------------- deletion
-
-
-@dataclass(frozen=True)
-class FinalizeStep:
-    """Where the deletion flow stands: done, or waiting (with what for)."""
-
-    done: bool
-    waiting_for: str = ""
-    warnings: tuple[tuple[str, str], ...] = ()
-
-
-def _cleanup_targets(
-    artifact: ModelArtifact, settings: OperatorSettings
-) -> tuple[list[str | None], list[tuple[str, str]]]:
-    """The targets whose files a cleanup Job must remove, and warnings for the unreachable ones."""
-    warnings: list[tuple[str, str]] = []
-    claim_spec = artifact.spec.storage.persistent_volume_claim
-    if claim_spec is not None:
-        if claim_spec.create is not None:
-            return [], []  # the claim is ours and goes with the artifact, files and all
-        claim = kube.get_claim(artifact.namespace, claim_spec.claim_name)
-        if claim is None or claim["metadata"].get("deletionTimestamp"):
-            # a claim being deleted admits no new pods; its files go with its volume
-            state = "is gone" if claim is None else "is being deleted"
-            message = f"PersistentVolumeClaim {claim_spec.claim_name!r} {state}; nothing to clean up"
-            return [], [("StorageGone", message)]
-        return [None], warnings
-    known = set(artifact.status.nodes)
-    known.update(
-        (job["metadata"].get("annotations") or {}).get(builders.ANNOTATION_NODE, "")
-        for job in kube.list_jobs(
-            _jobs_namespace(artifact, settings), builders.artifact_selector(artifact, FETCHER_APP)
+    def __init__(self, settings: OperatorSettings, api: ClusterApi) -> None:
+        self.settings = settings
+        self.api = api
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
         )
-    )
-    targets: list[str | None] = []
-    for node in sorted(n for n in known if n):
-        if kube.node_exists(node):
-            targets.append(node)
-        else:
-            warnings.append(("NodeGone", f"node {node} no longer exists; its copy cannot be removed"))
-    return targets, warnings
+        self._timed = TimedJobs()
 
+    def _lock(self, namespace: str, name: str) -> asyncio.Lock:
+        lock = self._locks.get((namespace, name))
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[(namespace, name)] = lock
+        return lock
 
-def _finalize_sync(body: Mapping[str, Any], runtime: float, settings: OperatorSettings) -> FinalizeStep:
-    artifact = ModelArtifact.from_body(body)
-    namespace, name = artifact.namespace, artifact.name
-    jobs_namespace = _jobs_namespace(artifact, settings)
-    fetch_selector = builders.artifact_selector(artifact, FETCHER_APP)
-    if (body.get("status") or {}).get("phase") != "Deleting":
-        kube.patch_artifact_status(
-            namespace,
-            name,
-            {"status": decisions.deleting_patch(artifact, now=_now(), message="cancelling downloads")},
-        )
-    metrics.record_phase(namespace, name, "Deleting")
-    for job in kube.list_jobs(jobs_namespace, fetch_selector):
-        if not job["metadata"].get("deletionTimestamp"):
-            kube.delete_job(jobs_namespace, job["metadata"]["name"])
-    warnings: list[tuple[str, str]] = []
-    pods = kube.list_pods(jobs_namespace, fetch_selector)
-    if pods:
-        if runtime < settings.cancel_timeout_seconds:
-            return FinalizeStep(False, f"{len(pods)} download pod(s) to stop")
-        for pod in pods:
-            node = pod["spec"].get("nodeName")
-            if not node or not kube.node_exists(node):
-                kube.force_delete_pod(jobs_namespace, pod["metadata"]["name"])
-        warnings.append(
-            (
-                "CancelTimedOut",
-                f"{len(pods)} download pod(s) did not stop in {settings.cancel_timeout_seconds}s",
-            )
-        )
-    if artifact.spec.deletion_policy == "Retain":
-        return _finalized(artifact, settings, warnings)
-    broken = policy.violations(artifact, policy.Policy.from_settings(settings))
-    if broken:
-        # no Job ever runs for a spec against policy, not even to delete (it could name /etc)
-        warnings.append((PolicyViolationError.reason, "no cleanup Job: " + "; ".join(broken)))
-        return _finalized(artifact, settings, warnings)
-    targets, target_warnings = _cleanup_targets(artifact, settings)
-    warnings.extend(target_warnings)
-    cleanup_jobs = {
-        job["metadata"]["name"]: job
-        for job in kube.list_jobs(jobs_namespace, builders.artifact_selector(artifact, CLEANUP_APP))
-    }
-    pending = []
-    for node in targets:
-        job_name = builders.cleanup_job_name(name, node, namespace)
-        cleanup = cleanup_jobs.get(job_name)
-        if cleanup is None:
-            kube.create_job(builders.cleanup_job(artifact, node=node, defaults=_defaults(settings)))
-            pending.append(job_name)
-            continue
-        state = decisions.JobState.from_job(cleanup)
-        if state.failure_reason:
-            warnings.append(("CleanupFailed", f"cleanup Job {job_name} failed: {state.failure_message}"))
-        elif not state.complete:
-            pending.append(job_name)
-    if pending and runtime < settings.cleanup_timeout_seconds:
-        return FinalizeStep(False, f"cleanup Job(s) {', '.join(pending)}", tuple(warnings))
-    if pending:
-        warnings.append(
-            (
-                "CleanupTimedOut",
-                f"cleanup Job(s) {', '.join(pending)} did not finish in {settings.cleanup_timeout_seconds}s; files may remain",
-            )
-        )
-    return _finalized(artifact, settings, warnings)
+    async def reconcile(self, namespace: str, name: str, claims: ClaimLookup = _no_claims) -> Outcome | None:
+        """Bring one artifact's Jobs and status in line with its spec. ``claims`` gives the paths
+        other artifacts hold on a storage (``PathConflict`` checks)."""
+        started = time.monotonic()
+        async with self._lock(namespace, name):
+            try:
+                return await asyncio.to_thread(
+                    _reconcile_pass, self.api, namespace, name, self.settings, claims, self._timed
+                )
+            except ModelDepotError as error:
+                metrics.reconcile_errors.labels(retryable=str(error.is_retryable).lower()).inc()
+                raise
+            finally:
+                metrics.reconcile_duration.observe(time.monotonic() - started)
 
-
-def _finalized(
-    artifact: ModelArtifact, settings: OperatorSettings, warnings: list[tuple[str, str]]
-) -> FinalizeStep:
-    """The last step: what lives in the operator's namespace has no ownerReference to collect it."""
-    if artifact.is_node_local:
-        kube.delete_fetcher_objects(settings.operator_namespace, builders.fetcher_identity_name(artifact))
-    return FinalizeStep(True, warnings=tuple(warnings))
-
-
-async def finalize(body: Mapping[str, Any], runtime: float, settings: OperatorSettings) -> FinalizeStep:
-    """One pass of the deletion flow; call again until `done` (each wait is bounded by settings)."""
-    async with _lock_for(body["metadata"]["namespace"], body["metadata"]["name"]):
-        step = await kube.run_blocking(_finalize_sync, body, runtime, settings)
-    if step.done:
-        metrics.record_phase(body["metadata"]["namespace"], body["metadata"]["name"], None)
-        _locks.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
-    return step
+    async def finalize(self, body: Mapping[str, Any], runtime: float) -> FinalizeStep:
+        """One pass of the deletion flow; call again until `done` (each wait is bounded)."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        async with self._lock(namespace, name):
+            step = await asyncio.to_thread(finalize_step, self.api, body, runtime, self.settings)
+        if step.done:
+            metrics.record_phase(namespace, name, None)
+        return step

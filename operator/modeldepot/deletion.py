@@ -1,0 +1,157 @@
+"""The deletion flow behind the finalizer, one bounded pass at a time.
+
+Cancel the downloads (delete fetch Jobs, wait for their pods up to `cancel_timeout_seconds`, then
+release pods of vanished nodes), and under `deletionPolicy: Delete` remove the files with cleanup
+Jobs, waiting up to `cleanup_timeout_seconds`; then delete what lives in the operator's namespace.
+Deletion always completes: a vanished node or claim, a failed or slow cleanup Job become Warning
+events, never a resource stuck in Terminating. Talks to Kubernetes only through `ClusterApi`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import builders, decisions, metrics, policy
+from .clusterapi import ClusterApi
+from .errors import PolicyViolationError
+from .models import CLEANUP_APP, FETCHER_APP, ModelArtifact
+from .settings import OperatorSettings
+
+
+def job_defaults(settings: OperatorSettings) -> builders.JobDefaults:
+    """What the admin set for every Job, from the operator's settings."""
+    return builders.JobDefaults(
+        image=settings.fetcher_image,
+        image_pull_policy=settings.fetcher_image_pull_policy,
+        extra_env=settings.fetcher_env,
+        operator_namespace=settings.operator_namespace,
+    )
+
+
+@dataclass(frozen=True)
+class FinalizeStep:
+    """Where the deletion flow stands: done, or waiting (with what for)."""
+
+    done: bool
+    waiting_for: str = ""
+    warnings: tuple[tuple[str, str], ...] = ()
+
+
+def _cleanup_targets(
+    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings
+) -> tuple[list[str | None], list[tuple[str, str]]]:
+    """The targets whose files a cleanup Job must remove, and warnings for the unreachable ones."""
+    warnings: list[tuple[str, str]] = []
+    claim_spec = artifact.spec.storage.persistent_volume_claim
+    if claim_spec is not None:
+        if claim_spec.create is not None:
+            return [], []  # the claim is ours and goes with the artifact, files and all
+        claim = api.get_claim(artifact.namespace, claim_spec.claim_name)
+        if claim is None or claim["metadata"].get("deletionTimestamp"):
+            # a claim being deleted admits no new pods; its files go with its volume
+            state = "is gone" if claim is None else "is being deleted"
+            message = f"PersistentVolumeClaim {claim_spec.claim_name!r} {state}; nothing to clean up"
+            return [], [("StorageGone", message)]
+        return [None], warnings
+    known = set(artifact.status.nodes)
+    known.update(
+        (job["metadata"].get("annotations") or {}).get(builders.ANNOTATION_NODE, "")
+        for job in api.list_jobs(
+            builders.job_namespace(artifact, settings.operator_namespace),
+            builders.artifact_selector(artifact, FETCHER_APP),
+        )
+    )
+    targets: list[str | None] = []
+    for node in sorted(n for n in known if n):
+        if api.node_exists(node):
+            targets.append(node)
+        else:
+            warnings.append(("NodeGone", f"node {node} no longer exists; its copy cannot be removed"))
+    return targets, warnings
+
+
+def finalize_step(
+    api: ClusterApi, body: Mapping[str, Any], runtime: float, settings: OperatorSettings
+) -> FinalizeStep:
+    """One pass of the deletion flow (blocking); `runtime`: seconds since deletion began."""
+    artifact = ModelArtifact.from_body(body)
+    namespace, name = artifact.namespace, artifact.name
+    jobs_namespace = builders.job_namespace(artifact, settings.operator_namespace)
+    fetch_selector = builders.artifact_selector(artifact, FETCHER_APP)
+    if (body.get("status") or {}).get("phase") != "Deleting":
+        api.patch_artifact_status(
+            namespace,
+            name,
+            {
+                "status": decisions.deleting_patch(
+                    artifact, now=datetime.now(UTC), message="cancelling downloads"
+                )
+            },
+        )
+    metrics.record_phase(namespace, name, "Deleting")
+    for job in api.list_jobs(jobs_namespace, fetch_selector):
+        if not job["metadata"].get("deletionTimestamp"):
+            api.delete_job(jobs_namespace, job["metadata"]["name"])
+    warnings: list[tuple[str, str]] = []
+    pods = api.list_pods(jobs_namespace, fetch_selector)
+    if pods:
+        if runtime < settings.cancel_timeout_seconds:
+            return FinalizeStep(False, f"{len(pods)} download pod(s) to stop")
+        for pod in pods:
+            node = pod["spec"].get("nodeName")
+            if not node or not api.node_exists(node):
+                api.force_delete_pod(jobs_namespace, pod["metadata"]["name"])
+        warnings.append(
+            (
+                "CancelTimedOut",
+                f"{len(pods)} download pod(s) did not stop in {settings.cancel_timeout_seconds}s",
+            )
+        )
+    if artifact.spec.deletion_policy == "Retain":
+        return _finalized(api, artifact, settings, warnings)
+    broken = policy.violations(artifact, policy.Policy.from_settings(settings))
+    if broken:
+        # no Job ever runs for a spec against policy, not even to delete (it could name /etc)
+        warnings.append((PolicyViolationError.reason, "no cleanup Job: " + "; ".join(broken)))
+        return _finalized(api, artifact, settings, warnings)
+    targets, target_warnings = _cleanup_targets(api, artifact, settings)
+    warnings.extend(target_warnings)
+    cleanup_jobs = {
+        job["metadata"]["name"]: job
+        for job in api.list_jobs(jobs_namespace, builders.artifact_selector(artifact, CLEANUP_APP))
+    }
+    pending = []
+    for node in targets:
+        job_name = builders.cleanup_job_name(name, node, namespace)
+        cleanup = cleanup_jobs.get(job_name)
+        if cleanup is None:
+            api.create_job(builders.cleanup_job(artifact, node=node, defaults=job_defaults(settings)))
+            pending.append(job_name)
+            continue
+        state = decisions.JobState.from_job(cleanup)
+        if state.failure_reason:
+            warnings.append(("CleanupFailed", f"cleanup Job {job_name} failed: {state.failure_message}"))
+        elif not state.complete:
+            pending.append(job_name)
+    if pending and runtime < settings.cleanup_timeout_seconds:
+        return FinalizeStep(False, f"cleanup Job(s) {', '.join(pending)}", tuple(warnings))
+    if pending:
+        warnings.append(
+            (
+                "CleanupTimedOut",
+                f"cleanup Job(s) {', '.join(pending)} did not finish in {settings.cleanup_timeout_seconds}s; files may remain",
+            )
+        )
+    return _finalized(api, artifact, settings, warnings)
+
+
+def _finalized(
+    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings, warnings: list[tuple[str, str]]
+) -> FinalizeStep:
+    """The last step: what lives in the operator's namespace has no ownerReference to collect it."""
+    if artifact.is_node_local:
+        api.delete_fetcher_objects(settings.operator_namespace, builders.fetcher_identity_name(artifact))
+    return FinalizeStep(True, warnings=tuple(warnings))
