@@ -1,0 +1,3 @@
+module modeldepot.dev/images
+
+go 1.22
