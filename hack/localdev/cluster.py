@@ -209,6 +209,11 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
+                # kubectl logs/exec on a real kubelet (localdev.realnode); the pod runner's nodes
+                # serve no kubelet API either way
+                f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
+                f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP",
                 "--v=1",
             ],
         )

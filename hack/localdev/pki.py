@@ -103,7 +103,7 @@ def _ensure_ca(pki: Pki) -> None:
     pki.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _issue(
+def issue(
     pki: Pki,
     name: str,
     *,
@@ -144,15 +144,24 @@ def _issue(
 
 
 def ensure_pki(root: Path) -> Pki:
-    """Create (once) the CA, the apiserver serving cert, client certs and the SA signing key."""
+    """Create (once) the CA, the apiserver serving cert, client certs and the SA signing key.
+
+    Material missing from an older `pki/` (a cert added later) is issued by the same CA."""
     root.mkdir(parents=True, exist_ok=True)
     pki = Pki(root)
     _ensure_ca(pki)
-    _issue(pki, "apiserver", common_name="kube-apiserver", server=True)
-    _issue(pki, "admin", common_name="modeldepot-admin", organizations=("system:masters",))
-    _issue(pki, "controller-manager", common_name="system:kube-controller-manager")
-    _issue(pki, "scheduler", common_name="system:kube-scheduler")
-    _issue(pki, "podrunner", common_name="modeldepot-podrunner", organizations=("system:masters",))
+    issue(pki, "apiserver", common_name="kube-apiserver", server=True)
+    issue(pki, "admin", common_name="modeldepot-admin", organizations=("system:masters",))
+    issue(pki, "controller-manager", common_name="system:kube-controller-manager")
+    issue(pki, "scheduler", common_name="system:kube-scheduler")
+    issue(pki, "podrunner", common_name="modeldepot-podrunner", organizations=("system:masters",))
+    # the API server's client identity towards kubelets (kubectl logs/exec on a real node)
+    issue(
+        pki,
+        "apiserver-kubelet-client",
+        common_name="kube-apiserver-kubelet-client",
+        organizations=("system:masters",),
+    )
     if not pki.sa_key.exists():
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write_key(pki.sa_key, sa_key)
