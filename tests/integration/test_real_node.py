@@ -1,0 +1,265 @@
+"""A real node (kubelet + containerd + runc + CNI, localdev.realnode) runs a pod as users' clusters do.
+
+Opt-in for now: set MODELDEPOT_REAL_NODE=1 (it needs root, builds kubelet and containerd once with
+`hack/build-k8s.sh --real-node`, and changes host state that `down` restores). The node joins the
+cluster in MODELDEPOT_REAL_NODE_CLUSTER_DIR, else the default local cluster (.cluster/). If this
+module brought the node (or the cluster) up, it takes it down again and checks that the host is as
+it found it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from waiting import wait_until
+
+from localdev import realnode
+from localdev.cluster import LocalCluster
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.environ.get("MODELDEPOT_REAL_NODE") != "1",
+        reason="the real-node tier is opt-in: MODELDEPOT_REAL_NODE=1 (needs root; see docs/testing.md)",
+    ),
+]
+
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+# CNI users other than us may create these meanwhile (buildah, another runtime): compared by our entries
+SHARED_PATHS = {"/var/lib/cni", "/etc/cni/net.d", "/run/netns"}
+
+
+@dataclass
+class RealNodeHandle:
+    node: realnode.RealNode
+    core: client.CoreV1Api
+    started_here: bool
+    before: dict[str, Any]  # host_snapshot() before `up`
+
+    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [KUBECTL, "--kubeconfig", str(self.node.cluster.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def host_snapshot(node: realnode.RealNode) -> dict[str, Any]:
+    """The host state the real node touches, as `down` must leave it."""
+    iptables = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return {
+        "sysctls": {
+            name: realnode.sysctl_path(name).read_text().strip()
+            # ip_forward: other programs on a shared machine (buildah) may flip it meanwhile
+            for name in (*realnode.SYSCTLS, "net.ipv4.conf.all.route_localnet")
+            if name != "net.ipv4.ip_forward"
+        },
+        "bridge": Path(f"/sys/class/net/{realnode.BRIDGE}").exists(),
+        "iptables": [
+            line
+            for line in iptables.splitlines()
+            if "MODELDEPOT-RN" in line or realnode.BRIDGE in line or realnode.POD_SUBNET in line
+        ],
+        "mounts": [str(p) for p in realnode.mounts_under(node.root)],
+        "paths": {p: os.path.lexists(p) for p in realnode.HOST_PATHS if p not in SHARED_PATHS},
+        "cni results": sorted(
+            p.name for p in Path("/var/lib/cni/results").glob("*") if realnode.RealNode._our_cni_result(p)
+        ),
+        "cgroups": [str(h / "kubepods") for h in realnode.cgroup_hierarchies() if (h / "kubepods").exists()],
+        "shims": node._our_shims(),
+    }
+
+
+@pytest.fixture(scope="module")
+def real_node() -> Iterator[RealNodeHandle]:
+    cluster_dir = os.environ.get("MODELDEPOT_REAL_NODE_CLUSTER_DIR")
+    node = realnode.RealNode(Path(cluster_dir) if cluster_dir else None)
+    cluster_was_up = node.cluster.status() == "up"
+    node_was_up = node.status().get("state") == "up"
+    before = host_snapshot(node)
+    node.up()
+    api = config.new_client_from_config(config_file=str(node.cluster.kubeconfig))
+    core = client.CoreV1Api(api)
+    info = core.read_node(realnode.NODE_NAME).status.node_info
+    print(
+        f"\nreal node {realnode.NODE_NAME}: kubeletVersion={info.kubelet_version} "
+        f"containerRuntimeVersion={info.container_runtime_version} "
+        f"image under test={realnode.image_ref('probe')}@{node.image_digest('probe')}",
+        file=sys.stderr,
+    )
+    handle = RealNodeHandle(node, core, started_here=not node_was_up, before=before)
+    try:
+        yield handle
+    finally:
+        if not node_was_up:
+            node.down()
+        if not cluster_was_up:
+            LocalCluster(node.cluster.root).down()
+
+
+@pytest.fixture
+def restricted_namespace(real_node: RealNodeHandle) -> Iterator[str]:
+    name = f"rn-{uuid.uuid4().hex[:8]}"
+    core = real_node.core
+    core.create_namespace(
+        {"metadata": {"name": name, "labels": {"modeldepot.dev/test": "true", **RESTRICTED}}}
+    )
+    wait_until(
+        lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
+        timeout=30,
+        what=f"default ServiceAccount in {name}",
+    )
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+def forward_drops() -> int:
+    out = subprocess.run(
+        ["iptables", "-w", "-t", "filter", "-L", realnode.CHAIN_FORWARD, "-v", "-n", "-x"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines()[2:] if line.split())
+
+
+def probe_pod(name: str, image: str, **overrides: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "probe",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "args": ["hello from a real container"],
+        "env": [
+            {"name": "PROBE_EXPECT_UID", "value": "65532"},
+            {"name": "PROBE_APISERVER", "value": "1"},
+            # an address off this machine: the FORWARD drop must stop it
+            {"name": "PROBE_EGRESS", "value": "192.0.2.123:443"},
+        ],
+        "securityContext": {
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "nodeSelector": {realnode.LABEL: "true"},
+        "tolerations": [{**realnode.TAINT, "operator": "Equal"}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+    }
+    spec.update(overrides)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def test_node_is_ready_real_and_kept_apart(real_node: RealNodeHandle) -> None:
+    node = real_node.core.read_node(realnode.NODE_NAME)
+    assert node.status.node_info.kubelet_version.startswith("v1.")
+    assert node.status.node_info.container_runtime_version.startswith("containerd://2.")
+    assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+    assert node.metadata.labels[realnode.LABEL] == "true"
+    taints = [(t.key, t.value, t.effect) for t in node.spec.taints or []]
+    # fast-tier pods (and node-local artifacts without a toleration) stay off the real node
+    assert taints == [(realnode.LABEL, "true", "NoSchedule")], taints
+
+
+def test_pod_runs_restricted_to_completion_and_kubectl_logs_reads_it(
+    real_node: RealNodeHandle, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    image = realnode.image_ref("probe")
+    # the namespace really enforces "restricted": a root pod is refused at admission
+    root_pod = probe_pod("root", image, securityContext={})
+    refused = real_node.kubectl("-n", ns, "apply", "--dry-run=server", "-f", "-", input=json.dumps(root_pod))
+    assert refused.returncode != 0 and "restricted" in refused.stderr, refused.stderr
+
+    drops_before = forward_drops()
+    created = real_node.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(probe_pod("probe", image)))
+    assert created.returncode == 0, created.stderr
+
+    def finished() -> Any:
+        pod = real_node.core.read_namespaced_pod("probe", ns)
+        return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+    pod = wait_until(finished, timeout=90, what="the probe pod to finish")
+    logs = real_node.kubectl("-n", ns, "logs", "probe")
+    assert logs.returncode == 0, logs.stderr
+    print(logs.stdout, file=sys.stderr)
+    assert pod.status.phase == "Succeeded", (pod.status, logs.stdout)
+    assert pod.spec.node_name == realnode.NODE_NAME
+    assert pod.status.pod_ip.startswith(realnode.POD_SUBNET.rsplit(".", 1)[0] + ".")
+    status = pod.status.container_statuses[0]
+    assert status.state.terminated.exit_code == 0
+    assert status.image_id.startswith("sha256:") or "@sha256:" in status.image_id, status.image_id
+    lines = logs.stdout.splitlines()
+    assert "probe: running as uid=65532 gid=65532" in lines
+    assert any(line.startswith("probe: ok: root filesystem is read-only") for line in lines), lines
+    assert any(line.startswith("probe: ok: API server through the kubernetes service: v1.") for line in lines)
+    assert any(line.startswith("probe: ok: no route off the machine") for line in lines), lines
+    assert "hello from a real container" in lines
+    assert not any("FAIL" in line for line in lines), lines
+    # off the machine: not routed at all while net.ipv4.ip_forward is 0, else dropped in FORWARD
+    forwarding = realnode.sysctl_path("net.ipv4.ip_forward").read_text().strip() == "1"
+    assert not forwarding or forward_drops() > drops_before, "egress was forwarded, not dropped"
+
+
+def test_down_leaves_the_host_as_it_found_it(real_node: RealNodeHandle) -> None:
+    if not real_node.started_here:
+        pytest.skip("the real node was already up before this module: not ours to take down")
+    # a pod still running at `down`: its container, sandbox, netns, mounts and cgroups must go too
+    ns = f"rn-{uuid.uuid4().hex[:8]}"
+    real_node.core.create_namespace({"metadata": {"name": ns, "labels": RESTRICTED}})
+    wait_until(
+        lambda: any(
+            sa.metadata.name == "default" for sa in real_node.core.list_namespaced_service_account(ns).items
+        ),
+        timeout=30,
+        what="default ServiceAccount",
+    )
+    sleeper = probe_pod("sleeper", realnode.image_ref("pause"))
+    sleeper["spec"]["containers"][0].pop("args")
+    sleeper["spec"]["restartPolicy"] = "Always"
+    assert real_node.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(sleeper)).returncode == 0
+    wait_until(
+        lambda: real_node.core.read_namespaced_pod("sleeper", ns).status.phase == "Running",
+        timeout=60,
+        what="the sleeper pod to run",
+    )
+    during = host_snapshot(real_node.node)
+    assert during["bridge"] and during["mounts"] and during["cgroups"] and during["shims"], during
+
+    problems = real_node.node.down()
+    assert problems == []
+    after = host_snapshot(real_node.node)
+    changed = {
+        key: (real_node.before[key], after[key]) for key in after if after[key] != real_node.before[key]
+    }
+    assert not changed, changed
+    names = [n.metadata.name for n in real_node.core.list_node().items]
+    assert realnode.NODE_NAME not in names
+    rbac = client.RbacAuthorizationV1Api(real_node.core.api_client)
+    assert realnode.RBAC_BINDING not in [b.metadata.name for b in rbac.list_cluster_role_binding().items]
+    real_node.core.delete_namespace(ns, propagation_policy="Background")
