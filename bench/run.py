@@ -1,7 +1,7 @@
 """Benchmark: `modeldepot fetch` against `hf download`, side by side, on the same loopback Hub.
 
 `make bench` runs `.venv/bin/python bench/run.py` (with PYTHONPATH=hack). One Hub emulator
-(`hack/localdev/hubemu.py`) is started as a separate process, so its CPU time is not counted in
+(`hack/localdev/hubemu/`) is started as a separate process, so its CPU time is not counted in
 the clients'; it serves three repositories:
 
 - `large`: one synthetic 1 GiB LFS file (`--quick`: 128 MiB);

@@ -1,6 +1,6 @@
 """A hostile Hub (the endpoint is named by a tenant) on the real control plane.
 
-The emulator's hostile modes (hack/localdev/hubfaults.py) play the attacker: a commit id that is a
+The emulator's hostile modes (hack/localdev/hubemu/faults.py) play the attacker: a commit id that is a
 path into another artifact's store, a listing whose next page is itself, a file name with a
 newline. Each must end as a Failed artifact with a clear reason, and never touch another artifact.
 """

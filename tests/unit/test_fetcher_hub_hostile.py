@@ -1,7 +1,7 @@
 """The Hub a tenant names is untrusted: hostile commit ids, file names, listings, silence, tokens.
 
 Every test drives the real huggingface_hub client against the emulator's hostile modes
-(hack/localdev/hubfaults.py); short settings keep them fast, and no test asserts on wall time
+(hack/localdev/hubemu/faults.py); short settings keep them fast, and no test asserts on wall time
 beyond "it finished".
 """
 
@@ -179,17 +179,17 @@ def test_valid_listing_entries_are_normalised() -> None:
 
 
 def test_malformed_listing_json_is_invalid_spec(hub: HubEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    from localdev import hubemu
+    from localdev.hubemu import content
 
     hub.add_repo_from_files("org/m", {"a": b"1"})
-    real = hubemu._Entry.tree_json
+    real = content.Entry.tree_json
 
     def without_oid(self: Any) -> dict[str, Any]:
         out = real(self)
         del out["oid"]  # huggingface_hub's RepoFile then raises KeyError
         return out
 
-    monkeypatch.setattr(hubemu._Entry, "tree_json", without_oid)
+    monkeypatch.setattr(content.Entry, "tree_json", without_oid)
     with pytest.raises(errors.InvalidSpecError, match="malformed"):
         client(hub).snapshot("org/m")
 

@@ -1,4 +1,4 @@
-"""End-to-end fetches against the loopback Hub emulator (hack/localdev/hubemu.py)."""
+"""End-to-end fetches against the loopback Hub emulator (hack/localdev/hubemu/)."""
 
 from __future__ import annotations
 

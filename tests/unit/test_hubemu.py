@@ -1,4 +1,4 @@
-"""Tests of the Hub emulator (hack/localdev/hubemu.py) driven by the real huggingface_hub client."""
+"""Tests of the Hub emulator (hack/localdev/hubemu/) driven by the real huggingface_hub client."""
 
 from __future__ import annotations
 
@@ -335,10 +335,8 @@ def test_request_log_records_range_and_never_the_token(hub: HubEmulator) -> None
         r = client.get(url, headers={"Range": "bytes=2-5", "Authorization": "Bearer hf_topsecret_value"})
         assert r.content == b"2345"
         client.get(url)  # no token -> gated
-        http_log = client.get(f"{hub.url}/_emulator/requests").json()
 
     log = hub.requests
-    assert http_log == log
     assert [(e["method"], e["range"], e["status"], e["bytes"], e["auth"]) for e in log] == [
         ("GET", "bytes=2-5", 206, 4, True),
         ("GET", None, 401, log[1]["bytes"], False),
@@ -373,35 +371,27 @@ def test_fail_next_and_truncate_next(hub: HubEmulator) -> None:
         assert client.get(url, headers={"Range": "bytes=1000-"}).content == data[1000:]
 
 
-def test_control_http_api(hub: HubEmulator) -> None:
+def test_controls_python_api(hub: HubEmulator) -> None:
     first = hub.add_repo_from_files("org/ctl", {"w.bin": b"abcdef"})
     second = hub.add_repo_from_files("org/ctl", {"w.bin": b"ABCDEF"})
-    ctl = f"{hub.url}/_emulator"
     url = f"{hub.url}/org/ctl/resolve/main/w.bin"
     with httpx.Client() as client:
-        assert client.get(f"{ctl}/health").json() == {"ok": True}
-        assert client.post(
-            f"{ctl}/corrupt", json={"repo": "org/ctl", "path": "w.bin", "offset": 1}
-        ).is_success
+        hub.corrupt("org/ctl", "w.bin", offset=1)
         assert client.get(url).content == bytes([ord("A"), ord("B") ^ 0xFF]) + b"CDEF"
-        assert client.delete(f"{ctl}/corrupt").is_success
-        assert client.post(f"{ctl}/fail", json={"path": "w.bin", "status": 503}).is_success
+        hub.clear_corruptions()
+        hub.fail_next("w.bin", status=503)
         assert client.get(url).status_code == 503
-        r = client.post(f"{ctl}/branches", json={"repo": "org/ctl", "name": "main", "revision": first})
-        assert r.json() == {"commit": first}
-        assert client.post(
-            f"{ctl}/tags", json={"repo": "org/ctl", "name": "v2", "revision": second}
-        ).is_success
+        assert hub.set_branch("org/ctl", "main", first) == first
+        assert hub.add_tag("org/ctl", "v2", second) == second
         assert client.get(url).content == b"abcdef"
         assert client.get(f"{hub.url}/org/ctl/resolve/v2/w.bin").content == b"ABCDEF"
-        assert client.post(f"{ctl}/throttle", json={"bps": 100}).is_success
-        assert client.post(f"{ctl}/reset").is_success
+        hub.set_throttle(100)
+        hub.reset_faults()
+        hub.clear_requests()
         assert client.get(url).content == b"abcdef"
-        repos = client.get(f"{ctl}/repos").json()
-        assert repos[0]["id"] == "org/ctl" and {t["name"] for t in repos[0]["tags"]} == {"v2"}
-        assert client.post(f"{ctl}/corrupt", json={"path": "x"}).status_code == 400
-        log = client.get(f"{ctl}/requests").json()
-    assert all(not e["path"].startswith("/_emulator") for e in log)
+        with pytest.raises(KeyError):
+            hub.add_tag("org/ctl", "v3", "no-such-revision")
+    assert [e["path"] for e in hub.requests] == ["/org/ctl/resolve/main/w.bin"]
 
 
 def test_lfs_redirect_goes_to_another_origin_without_token(hub: HubEmulator, tmp_path: Path) -> None:
@@ -496,7 +486,7 @@ def test_large_synthetic_files_are_generated_on_disk_once(tmp_path: Path) -> Non
         assert httpx.get(f"{emu.url}/org/big/resolve/main/big.dat").content == generated[0].read_bytes()
 
 
-# -- hostile modes (localdev.hubfaults) ---------------------------------------------------------
+# -- hostile modes (localdev.hubemu.faults) ---------------------------------------------------------
 
 
 def test_hostile_commit_sha_and_verbatim_names(hub: HubEmulator) -> None:
