@@ -252,13 +252,17 @@ class RealNode:
             return []
         problems: list[str] = []
         api = self._api_or_none()
-        if api is not None:
+        kubelet = state.pids.get("kubelet")
+        if api is not None and kubelet and pid_alive(kubelet):
             self._drain(api)
         self._stop_pid(state, "kubelet")
         self._kill_remaining_tasks(state)
         self._stop_pid(state, "containerd")
         self._kill_shims()
+        # containers whose shim died with a crashed containerd: every process in our kubepods cgroups
+        self._kill_cgroup_processes(state)
         if api is not None:
+            self._force_delete_pods(api)
             self._delete_api_objects(api, state, problems)
         elif state.api_objects:
             problems.append(f"API server not reachable: left {state.api_objects} in the cluster")
@@ -700,6 +704,13 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
             time.sleep(0.5)
         log("pods or containers still running on the node after 60s; killing what is left")
 
+    def _force_delete_pods(self, api: Any) -> None:
+        """Pods still bound to the node once its kubelet is gone (it crashed, or a controller
+        recreated them): nothing runs them any more, remove the objects."""
+        for pod in api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items:
+            with contextlib.suppress(ApiException):
+                api.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+
     def _delete_api_objects(self, api: Any, state: NodeState, problems: list[str]) -> None:
         rbac = client.RbacAuthorizationV1Api(api.api_client)
         # the Node, even if `up` failed before recording it (the kubelet may have registered it)
@@ -768,6 +779,21 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
         while any(pid_alive(p) for p in shims) and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def _kill_cgroup_processes(self, state: NodeState) -> None:
+        pids: set[int] = set()
+        for top in map(Path, state.absent_cgroups):
+            for procs in top.rglob("cgroup.procs") if top.exists() else ():
+                with contextlib.suppress(OSError):
+                    pids.update(int(p) for p in procs.read_text().split())
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pids:
+            log(f"killed {len(pids)} container process(es) left in the kubepods cgroups")
+
     def _unmount(self) -> list[str]:
         problems = []
         for point in mounts_under(self.root):
@@ -834,15 +860,15 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
                 problems.append(f"sysctl {name}={value}: {error}")
 
     @staticmethod
-    def _our_cni_result(path: Path) -> bool:
-        """libcni's cached results of our sandboxes: `<network>-<sandbox id>-eth0`, and the
+    def our_cni_results(directory: Path) -> list[Path]:
+        """libcni's cached results of our sandboxes: `<our network>-<sandbox id>-eth0` and the
         `cni-loopback-<sandbox id>-lo` beside it (any other CNI user's files stay)."""
-        if path.name.startswith(CNI_NETWORK + "-"):
-            return True
-        if path.name.startswith("cni-loopback-") and path.name.endswith("-lo"):
-            sandbox = path.name.removeprefix("cni-loopback-").removesuffix("-lo")
-            return any(path.parent.glob(f"{CNI_NETWORK}-{sandbox}-*"))
-        return False
+        if not directory.is_dir():
+            return []
+        ours = [p for p in directory.iterdir() if p.name.startswith(CNI_NETWORK + "-")]
+        sandboxes = {p.name.removeprefix(CNI_NETWORK + "-").split("-")[0] for p in ours}
+        ours += [directory / f"cni-loopback-{s}-lo" for s in sandboxes]
+        return sorted(p for p in set(ours) if p.exists())
 
     def _remove_host_paths(self, state: NodeState) -> list[str]:
         """Remove host paths that were absent before `up`, but only our entries in them: another
@@ -858,11 +884,11 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
                 if top.exists():
                     problems.append(f"could not remove {top}")
                 continue
+            for result in self.our_cni_results(top / "results"):
+                result.unlink()  # libcni's cache: /var/lib/cni/results/<network>-<id>-<if>
             for path in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
                 if path.is_symlink() and os.readlink(path).startswith(pod_logs):
                     path.unlink()  # /var/log/containers/<pod>_<ns>_<container>-<id>.log
-                elif path.is_file() and self._our_cni_result(path):
-                    path.unlink()  # libcni's cache: /var/lib/cni/results/<network>-<id>-<if>
                 elif path.is_dir() and not path.is_symlink():
                     with contextlib.suppress(OSError):
                         path.rmdir()  # only if empty

@@ -78,9 +78,7 @@ def host_snapshot(node: realnode.RealNode) -> dict[str, Any]:
         ],
         "mounts": [str(p) for p in realnode.mounts_under(node.root)],
         "paths": {p: os.path.lexists(p) for p in realnode.HOST_PATHS if p not in SHARED_PATHS},
-        "cni results": sorted(
-            p.name for p in Path("/var/lib/cni/results").glob("*") if realnode.RealNode._our_cni_result(p)
-        ),
+        "cni results": [p.name for p in realnode.RealNode.our_cni_results(Path("/var/lib/cni/results"))],
         "cgroups": [str(h / "kubepods") for h in realnode.cgroup_hierarchies() if (h / "kubepods").exists()],
         "shims": node._our_shims(),
     }
