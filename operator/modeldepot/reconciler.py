@@ -287,7 +287,6 @@ def _reconcile_pass(
         nodes=nodes,
         jobs=jobs,
         now=_now(),
-        defaults=defaults,
         blocker=blocker,
         retry_after=timedelta(seconds=settings.failed_retry_seconds)
         if settings.failed_retry_seconds
@@ -302,15 +301,16 @@ def _reconcile_pass(
     if plan.create:
         _prepare_fetcher(api, artifact, defaults)
     created = 0
-    for manifest in plan.create:
-        cleanup = cleanup_jobs.get(
-            (manifest["metadata"].get("annotations") or {}).get(builders.ANNOTATION_NODE)
-        )
+    for request in plan.create:
+        cleanup = cleanup_jobs.get(request.node)
         if cleanup is not None:
             # the node matches again while (or after) its copy was being removed
             if not cleanup.finished:
                 continue  # download after the cleanup, on a later pass
             api.delete_job(jobs_namespace, cleanup.name)
+        manifest = builders.fetch_job(
+            artifact, node=request.node, defaults=defaults, revision=request.revision
+        )
         if api.create_job(manifest):
             created += 1
     if plan.stale_nodes:

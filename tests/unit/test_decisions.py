@@ -54,7 +54,15 @@ def run(
     jobs: list[JobState] | None = None,
     now: datetime = T0,
 ) -> Plan:
-    return plan(ModelArtifact.from_body(b), nodes=nodes, jobs=jobs or [], now=now, defaults=DEFAULTS)
+    return plan(ModelArtifact.from_body(b), nodes=nodes, jobs=jobs or [], now=now)
+
+
+def manifests(b: dict[str, Any], p: Plan) -> list[dict[str, Any]]:
+    """The Jobs the reconciler builds from the Plan's requests."""
+    artifact = ModelArtifact.from_body(b)
+    return [
+        builders.fetch_job(artifact, node=r.node, defaults=DEFAULTS, revision=r.revision) for r in p.create
+    ]
 
 
 def apply(b: dict[str, Any], p: Plan) -> dict[str, Any]:
@@ -82,8 +90,9 @@ def ready_result(
 
 def test_fresh_pvc_creates_one_job_and_is_pending() -> None:
     p = run(body())
-    assert [j["metadata"]["name"] for j in p.create] == [builders.fetch_job_name("minilm", 2, None)]
-    assert p.create[0]["metadata"]["labels"]["modeldepot.dev/generation"] == "2"
+    created = manifests(body(), p)
+    assert [j["metadata"]["name"] for j in created] == [builders.fetch_job_name("minilm", 2, None)]
+    assert created[0]["metadata"]["labels"]["modeldepot.dev/generation"] == "2"
     assert p.delete == []
     assert p.phase == "Pending"
     s = p.status_patch
@@ -161,7 +170,7 @@ def test_new_generation_replaces_old_jobs_and_keeps_the_old_copy_described() -> 
     old = job(gen=2, succeeded=1, complete=True, result=ready_result())
     p = run(b, jobs=[old], now=T0 + timedelta(minutes=5))
     assert p.delete == [old.name]
-    assert [j["metadata"]["name"] for j in p.create] == [builders.fetch_job_name("minilm", 3, None)]
+    assert [j["metadata"]["name"] for j in manifests(b, p)] == [builders.fetch_job_name("minilm", 3, None)]
     assert p.phase == "Pending"
     ready = next(c for c in p.status_patch["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and ready["observedGeneration"] == 3
@@ -281,7 +290,6 @@ def test_blocker_fails_instead_of_creating_and_clears_when_resolved() -> None:
         nodes=None,
         jobs=[],
         now=T0,
-        defaults=DEFAULTS,
         blocker=("StorageNotFound", "claim models not found"),
     )
     assert p.create == [] and p.phase == "Failed"
@@ -290,9 +298,7 @@ def test_blocker_fails_instead_of_creating_and_clears_when_resolved() -> None:
     later = run(apply(b, p), now=T0 + timedelta(minutes=1))
     assert len(later.create) == 1 and later.phase == "Pending"
     # a running Job is not disturbed by a blocker found later
-    running = plan(
-        a, nodes=None, jobs=[job(active=1)], now=T0, defaults=DEFAULTS, blocker=("StorageNotFound", "x")
-    )
+    running = plan(a, nodes=None, jobs=[job(active=1)], now=T0, blocker=("StorageNotFound", "x"))
     assert running.delete == [] and running.phase == "Pending"
 
 
@@ -308,8 +314,9 @@ def test_revision_display() -> None:
 
 def test_node_local_creates_one_job_per_node() -> None:
     p = run(body(node_local=True), nodes=["b", "a", "c"])
-    assert [j["metadata"]["annotations"]["modeldepot.dev/node"] for j in p.create] == ["a", "b", "c"]
-    for j in p.create:
+    created = manifests(body(node_local=True), p)
+    assert [j["metadata"]["annotations"]["modeldepot.dev/node"] for j in created] == ["a", "b", "c"]
+    for j in created:
         node = j["metadata"]["annotations"]["modeldepot.dev/node"]
         terms = j["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
             "requiredDuringSchedulingIgnoredDuringExecution"
@@ -394,7 +401,7 @@ def test_node_local_ready_on_all_nodes() -> None:
     assert again.phase == "Ready" and again.create == []
     # a new node joins: only it gets a Job, and Ready turns False until it has the files
     grown = run(apply(b, p), nodes=["a", "b", "c"], jobs=jobs)
-    assert [j["metadata"]["annotations"]["modeldepot.dev/node"] for j in grown.create] == ["c"]
+    assert [r.node for r in grown.create] == ["c"]
     assert grown.phase == "Pending" and grown.status_patch["readyNodes"] == 2
 
 
@@ -554,17 +561,16 @@ def test_later_node_jobs_fetch_the_commit_earlier_nodes_resolved() -> None:
         }
     }
     p = run(b, nodes=["n1", "n2"], jobs=[job(node="n1", active=1)])
-    (created,) = p.create
+    (created,) = manifests(b, p)
     args = created["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--revision") + 1] == COMMIT
     assert args[args.index("--node") + 1] == "n2"
 
 
 def test_first_node_jobs_resolve_the_spec_revision() -> None:
-    p = run(
-        body(node_local=True, source={"huggingFace": {"repo": "org/minilm", "revision": "v2"}}), nodes=["n1"]
-    )
-    args = p.create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    b = body(node_local=True, source={"huggingFace": {"repo": "org/minilm", "revision": "v2"}})
+    p = run(b, nodes=["n1"])
+    args = manifests(b, p)[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--revision") + 1] == "v2"
 
 
@@ -585,7 +591,6 @@ def test_transient_failure_says_when_it_will_be_retried() -> None:
         nodes=None,
         jobs=[failed_job("HubUnavailable", timedelta(seconds=10))],
         now=T0,
-        defaults=DEFAULTS,
         retry_after=timedelta(minutes=5),
     )
     assert p.phase == "Failed" and not p.delete and not p.create
@@ -599,7 +604,6 @@ def test_transient_failure_is_retried_after_the_delay() -> None:
         nodes=None,
         jobs=[old],
         now=T0,
-        defaults=DEFAULTS,
         retry_after=timedelta(minutes=5),
     )
     assert p.delete == [old.name]
@@ -616,7 +620,6 @@ def test_permanent_failures_are_not_retried(reason: str) -> None:
         # a permanent error fails the Job at once through its podFailurePolicy
         jobs=[failed_job(reason, timedelta(hours=2), job_reason="PodFailurePolicy")],
         now=T0,
-        defaults=DEFAULTS,
         retry_after=timedelta(minutes=5),
     )
     assert not p.delete and p.phase == "Failed"

@@ -1,0 +1,51 @@
+"""Pure reconcile decisions, one file per step: `observe` (Jobs and pod results as inputs), `nodes`
+(which nodes are targets, retiring the rest), `plan` (the pipeline that decides what to do) and
+`status` (conditions, progress, the phase). No I/O: the reconciler gathers the inputs through
+`ClusterApi` and applies the Plan.
+"""
+
+from .nodes import Retirement, matching_nodes, node_matches, pinned_commit, retire_nodes, tolerates
+from .observe import JobState, is_transient, pod_result
+from .plan import JobRequest, Plan, decide_target, plan
+from .status import (
+    CONDITION_TYPES,
+    READY,
+    REASON_CHECKSUM_MISMATCH,
+    REASON_DOWNLOAD_FAILED,
+    REASON_NO_MATCHING_NODES,
+    REASON_VERIFIED,
+    RECONCILING,
+    STALLED,
+    TargetState,
+    condition,
+    deleting_patch,
+    display_revision,
+)
+
+__all__ = [
+    "CONDITION_TYPES",
+    "READY",
+    "REASON_CHECKSUM_MISMATCH",
+    "REASON_DOWNLOAD_FAILED",
+    "REASON_NO_MATCHING_NODES",
+    "REASON_VERIFIED",
+    "RECONCILING",
+    "STALLED",
+    "JobRequest",
+    "JobState",
+    "Plan",
+    "Retirement",
+    "TargetState",
+    "condition",
+    "decide_target",
+    "deleting_patch",
+    "display_revision",
+    "is_transient",
+    "matching_nodes",
+    "node_matches",
+    "pinned_commit",
+    "plan",
+    "pod_result",
+    "retire_nodes",
+    "tolerates",
+]

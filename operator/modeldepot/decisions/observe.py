@@ -1,0 +1,133 @@
+"""Observations turned into decision inputs: a fetch Job and its pod's result as `JobState`.
+
+Pure: reads batch/v1 Job and core/v1 Pod dicts as listed by the reconciler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from .. import builders, errors
+from ..errors import ERRORS_BY_REASON
+from ..models import LABEL_GENERATION, LABEL_NODE, JobResult, parse_termination_message
+
+# Job "Failed" condition reasons (batch/v1) that name the failure better than the fetcher's own result
+JOB_REASONS = {errors.BackoffLimitExceededError.reason, errors.DeadlineExceededError.reason}
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the decisions need to know about one fetch Job (and its pod's termination message)."""
+
+    name: str
+    generation: int
+    node: str | None = None
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    complete: bool = False
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    deleting: bool = False
+    result: JobResult | None = None
+    failed_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failure_reason is not None
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any], result: JobResult | str | None = None) -> JobState:
+        """Read a batch/v1 Job dict built by ``builders.fetch_job``; ``result`` is the parsed (or raw)
+        termination message of its last pod, if any."""
+        meta = job.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        status = job.get("status") or {}
+        try:
+            generation = int(labels.get(LABEL_GENERATION, -1))
+        except (TypeError, ValueError):
+            generation = -1
+        complete = False
+        failed_at: datetime | None = None
+        failure_reason: str | None = None
+        failure_message: str | None = None
+        for cond in status.get("conditions") or ():
+            if cond.get("status") != "True":
+                continue
+            if cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+                complete = True
+            elif cond.get("type") in ("Failed", "FailureTarget"):
+                failure_reason = cond.get("reason") or "Failed"
+                failure_message = cond.get("message")
+                failed_at = parse_time(cond.get("lastTransitionTime")) or failed_at
+        if isinstance(result, str):
+            result = parse_termination_message(result)
+        return cls(
+            name=str(meta.get("name", "")),
+            generation=generation,
+            node=annotations.get(LABEL_NODE) or labels.get(LABEL_NODE),
+            active=int(status.get("active") or 0),
+            succeeded=int(status.get("succeeded") or 0),
+            failed=int(status.get("failed") or 0),
+            complete=complete,
+            failure_reason=failure_reason,
+            failure_message=failure_message,
+            deleting=bool(meta.get("deletionTimestamp")),
+            result=result,
+            failed_at=failed_at,
+        )
+
+
+def pod_result(
+    pods: Iterable[Mapping[str, Any]], container: str = builders.FETCH_CONTAINER
+) -> JobResult | None:
+    """The result of a Job's newest finished pod: the container's termination message (core/v1 Pod
+    dicts as listed by the Job's ``batch.kubernetes.io/job-name`` label)."""
+    best: tuple[str, JobResult] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or ():
+            if cs.get("name") != container:
+                continue
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if not term:
+                continue
+            result = parse_termination_message(term.get("message"))
+            finished = str(term.get("finishedAt") or "")
+            if result is not None and (best is None or finished > best[0]):
+                best = (finished, result)
+    return best[1] if best else None
+
+
+def retry_due(job: JobState, retry_after: timedelta | None, now: datetime) -> bool:
+    return (
+        retry_after is not None
+        and job.failure_reason is not None
+        and not job.deleting
+        and job.failed_at is not None
+        and is_transient(job)
+        and now - job.failed_at >= retry_after
+    )
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def is_transient(job: JobState) -> bool:
+    """Whether a failed Job failed for a reason that may pass (the Hub was down, a timeout), as
+    opposed to one only a spec change can fix (unknown repo, bad token, corrupt bytes)."""
+    reason = job.result.reason if job.result is not None and job.result.phase == "Failed" else None
+    if reason is None:
+        # no result from the fetcher: the pod died (OOM, eviction, deadline) rather than decided
+        return True
+    error = ERRORS_BY_REASON.get(reason)
+    return error is not None and error.retryable

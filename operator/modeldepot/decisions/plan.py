@@ -1,0 +1,310 @@
+"""The reconcile decision: from an artifact, its target nodes and its Jobs to a `Plan`.
+
+`plan()` is a pipeline of short pure steps: triage the Jobs (keep, replace, delete), decide each
+target (claim or node) and which need a Job, judge the whole (phase, reason, a fleet that
+disagrees on a digest), render conditions and the status merge patch. The Plan names the Jobs to
+create in domain terms (`JobRequest`); the reconciler asks `builders` for their manifests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from .. import builders
+from ..formatting import format_bytes
+from ..models import JobResult, ModelArtifact
+from .nodes import pinned_commit
+from .observe import JOB_REASONS, JobState, is_transient, retry_due
+from .status import (
+    READY,
+    REASON_CHECKSUM_MISMATCH,
+    REASON_DOWNLOAD_FAILED,
+    REASON_VERIFIED,
+    RECONCILING,
+    STALLED,
+    TargetState,
+    aggregate,
+    condition,
+    current_entry,
+    display_revision,
+    entry_patch,
+    iso,
+    overall,
+    recorded,
+)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A fetch Job to create: for the claim (`node` None) or one node, at a pinned commit or not."""
+
+    node: str | None
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do: Jobs to create and delete (names), and the status merge patch."""
+
+    create: list[JobRequest]
+    delete: list[str]
+    status_patch: dict[str, Any]
+    phase: str
+    targets: list[TargetState] = field(default_factory=list)
+    # nodes in status.nodes that are no longer targets (their files stay until cleaned up)
+    stale_nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Triage:
+    """The artifact's Jobs sorted by what happens to them."""
+
+    current: dict[str | None, JobState] = field(default_factory=dict)
+    retrying: dict[str | None, JobState] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    # names of Jobs still being deleted: a Job of the same name cannot be created yet
+    blocked: set[str] = field(default_factory=set)
+
+
+def triage(
+    artifact: ModelArtifact,
+    jobs: Sequence[JobState],
+    wanted: set[str | None],
+    *,
+    now: datetime,
+    retry_after: timedelta | None,
+) -> Triage:
+    """Keep the current generation's Jobs of wanted targets; delete the rest (and, when suspended,
+    the unfinished ones); replace Jobs whose transient failure is old enough to retry."""
+    out = Triage()
+    for job in jobs:
+        if job.deleting:
+            out.blocked.add(job.name)
+        elif (
+            job.generation != artifact.generation
+            or job.node not in wanted
+            or (artifact.spec.suspend and not job.finished)
+        ):
+            out.delete.append(job.name)
+        elif retry_due(job, retry_after, now):
+            out.delete.append(job.name)
+            out.retrying[job.node] = job
+        else:
+            out.current[job.node] = job
+    return out
+
+
+def failure(job: JobState) -> tuple[str, str]:
+    """Reason and message of a finished, failed Job."""
+    res = job.result if job.result is not None and job.result.phase == "Failed" else None
+    detail = f"{res.reason}: {res.message}" if res and res.reason else (res.message if res else None)
+    if job.failure_reason in JOB_REASONS:
+        msg = job.failure_message or f"Job {job.name} failed"
+        return job.failure_reason or REASON_DOWNLOAD_FAILED, f"{msg}; last error: {detail}" if detail else msg
+    if res is not None and res.reason:
+        return res.reason, res.message or res.reason
+    return REASON_DOWNLOAD_FAILED, job.failure_message or f"Job {job.name} failed without a result"
+
+
+def _finished_target(artifact: ModelArtifact, node: str | None, job: JobState) -> TargetState:
+    """A Job that succeeded: Ready with its result (or what status recorded), else Failed."""
+    if job.result and job.result.phase == "Ready" and job.result.digest:
+        return TargetState(node, "Ready", result=job.result)
+    known = recorded(artifact, node)
+    if known is not None:
+        return TargetState(node, "Ready", result=known)
+    message = f"Job {job.name} succeeded but left no result in its termination message"
+    return TargetState(node, "Failed", REASON_DOWNLOAD_FAILED, message)
+
+
+def decide_target(
+    artifact: ModelArtifact, node: str | None, job: JobState | None
+) -> tuple[TargetState, bool]:
+    """The target's state and whether its Job must be created."""
+    if job is not None and (job.complete or job.succeeded > 0):
+        return _finished_target(artifact, node, job), False
+    if job is None and (known := recorded(artifact, node)) is not None:
+        return TargetState(node, "Ready", result=known), False
+    if artifact.spec.suspend:
+        return TargetState(node, "Suspended", "Suspended", "spec.suspend is true"), False
+    if job is not None and job.failure_reason is not None:
+        return TargetState(node, "Failed", *failure(job)), False
+    if job is None:
+        return TargetState(node, "Pending", "Pending", "creating the download Job"), True
+    entry = current_entry(artifact, node)
+    if job.active > 0 and entry is not None and entry.phase not in (None, "Pending"):
+        return TargetState(node, "Downloading", "Downloading", entry.summary or "downloading"), False
+    if job.failed > 0:
+        message = f"Job {job.name} is retrying after {job.failed} failed attempt(s)"
+        return TargetState(node, "Pending", "Pending", message), False
+    return TargetState(node, "Pending", "Pending", f"waiting for Job {job.name} to start"), False
+
+
+def _with_retry_time(state: TargetState, job: JobState | None, retry_after: timedelta | None) -> TargetState:
+    """A transient failure says when it will be retried."""
+    if state.phase != "Failed" or retry_after is None or job is None or job.failed_at is None:
+        return state
+    if not is_transient(job):
+        return state
+    return replace(state, message=f"{state.message}; retrying at {iso(job.failed_at + retry_after)}")
+
+
+def decide_targets(
+    artifact: ModelArtifact,
+    keys: Sequence[str | None],
+    jobs: Triage,
+    *,
+    blocker: tuple[str, str] | None,
+    retry_after: timedelta | None,
+) -> tuple[list[TargetState], list[JobRequest]]:
+    """Each target's state, and the Jobs to create (none while a blocker stands)."""
+    pinned = pinned_commit(artifact) if artifact.is_node_local else None
+    targets: list[TargetState] = []
+    create: list[JobRequest] = []
+    for key in keys:
+        if key in jobs.retrying:
+            reason, message = failure(jobs.retrying[key])
+            retry = f"retrying after a transient failure ({reason}: {message})"
+            targets.append(TargetState(key, "Pending", "Retrying", retry))
+            continue
+        job = jobs.current.get(key)
+        state, needs_job = decide_target(artifact, key, job)
+        state = _with_retry_time(state, job, retry_after)
+        if needs_job and blocker is not None:
+            state = TargetState(key, "Failed", blocker[0], blocker[1])
+        elif needs_job:
+            name = builders.fetch_job_name(artifact.name, artifact.generation, key, artifact.namespace)
+            if name in jobs.blocked:
+                state = TargetState(key, "Pending", "Pending", "waiting for the previous Job to be deleted")
+            else:
+                create.append(JobRequest(key, pinned))
+        targets.append(state)
+    return targets, create
+
+
+def judge_fleet(targets: Sequence[TargetState], verdict: tuple[str, str, str]) -> tuple[str, str, str]:
+    """A Ready fleet whose nodes disagree: on one commit that is corruption (Failed); on several
+    commits (a branch moved before the revision was pinned), Ready with a hint."""
+    phase, reason, message = verdict
+    results = [t.result for t in targets if t.phase == "Ready" and t.result is not None]
+    if phase != "Ready" or len({r.digest for r in results}) <= 1:
+        return verdict
+    commits = {r.commit for r in results}
+    if len(commits) == 1:
+        detail = ", ".join(f"{t.node}={t.result.digest}" for t in targets if t.result)
+        return (
+            "Failed",
+            REASON_CHECKSUM_MISMATCH,
+            f"nodes hold different digests of the same commit: {detail}",
+        )
+    listed = ", ".join(sorted(str(c) for c in commits))
+    return (
+        phase,
+        reason,
+        f"{message}; nodes resolved different commits ({listed}): set revision to a commit to pin it",
+    )
+
+
+def conditions(artifact: ModelArtifact, verdict: tuple[str, str, str], now: datetime) -> list[dict[str, Any]]:
+    """Ready / Reconciling / Stalled for the verdict (docs/api.md)."""
+    phase, reason, message = verdict
+    existing, gen = artifact.status.conditions, artifact.generation
+
+    def cond(type_: str, status: str, why: str) -> dict[str, Any]:
+        return condition(existing, type_, status, why, message, generation=gen, now=now)
+
+    if phase == "Ready":
+        return [
+            cond(t, s, REASON_VERIFIED)
+            for t, s in ((READY, "True"), (RECONCILING, "False"), (STALLED, "False"))
+        ]
+    working = "True" if phase in ("Pending", "Downloading") else "False"
+    stalled = "True" if phase == "Failed" else "False"
+    return [cond(READY, "False", reason), cond(RECONCILING, working, reason), cond(STALLED, stalled, reason)]
+
+
+def _result_fields(artifact: ModelArtifact, targets: Sequence[TargetState]) -> dict[str, Any]:
+    """The top-level result fields of a Ready artifact (the most common commit among targets)."""
+    results = [t.result for t in targets if t.phase == "Ready" and t.result is not None]
+    if not results:
+        return {}
+    top = Counter(r.commit for r in results).most_common(1)[0][0]
+    res: JobResult = next(r for r in results if r.commit == top)
+    return {
+        "resolvedRevision": res.commit,
+        "revision": display_revision(artifact.hugging_face.revision, res.commit),
+        "digest": res.digest,
+        "totalBytes": res.total_bytes,
+        "size": format_bytes(res.total_bytes) if res.total_bytes is not None else None,
+        "fileCount": res.file_count,
+    }
+
+
+def status_patch(
+    artifact: ModelArtifact,
+    targets: Sequence[TargetState],
+    verdict: tuple[str, str, str],
+    wanted: set[str | None],
+    now: datetime,
+) -> tuple[dict[str, Any], list[str]]:
+    """The status merge patch, and the status.nodes entries that are no longer targets."""
+    phase = verdict[0]
+    patch: dict[str, Any] = {
+        "observedGeneration": artifact.generation,
+        "phase": phase,
+        "conditions": conditions(artifact, verdict, now),
+        "path": artifact.display_path,
+    }
+    if phase == "Ready":
+        patch.update(_result_fields(artifact, targets))
+    if not artifact.is_node_local:
+        entry = entry_patch(artifact, targets[0], now, node_local=False)
+        if entry is not None:
+            if phase == "Failed" and targets[0].phase != "Failed":
+                entry["phase"] = "Failed"
+            patch["progress"] = entry
+        return patch, []
+    nodes = {t.node: e for t in targets if (e := entry_patch(artifact, t, now, node_local=True)) is not None}
+    if nodes:
+        patch["nodes"] = nodes
+    patch["readyNodes"] = sum(1 for t in targets if t.phase == "Ready")
+    patch["targetNodes"] = len(targets)
+    patch["progress"] = aggregate(artifact, targets, phase, now)
+    return patch, sorted(n for n in artifact.status.nodes if n not in wanted)
+
+
+def plan(
+    artifact: ModelArtifact,
+    *,
+    nodes: Sequence[str] | None,
+    jobs: Sequence[JobState],
+    now: datetime,
+    blocker: tuple[str, str] | None = None,
+    retry_after: timedelta | None = None,
+) -> Plan:
+    """Decide the next step. ``nodes``: the nodeLocal targets (see ``matching_nodes``), ignored for a
+    claim; ``jobs``: the artifact's fetch Jobs of any generation. ``blocker``: a (reason, message)
+    the caller found before any Job can run (e.g. ``StorageNotFound``, ``TokenSecretNotFound``):
+    no Job is created and the targets that need one are Failed with it until it is resolved.
+    ``retry_after``: a Job that failed for a transient reason is replaced that long after it
+    failed (None: failures stay until the spec changes)."""
+    keys: list[str | None] = [None]
+    if artifact.is_node_local:
+        keys = list(sorted(set(nodes or ())))
+    wanted = set(keys)
+    sorted_jobs = triage(artifact, jobs, wanted, now=now, retry_after=retry_after)
+    targets, create = decide_targets(artifact, keys, sorted_jobs, blocker=blocker, retry_after=retry_after)
+    verdict = judge_fleet(targets, overall(artifact, targets))
+    patch, stale = status_patch(artifact, targets, verdict, wanted, now)
+    return Plan(
+        create=create,
+        delete=sorted(sorted_jobs.delete),
+        status_patch=patch,
+        phase=verdict[0],
+        targets=targets,
+        stale_nodes=stale,
+    )
