@@ -10,7 +10,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-PHASES = ("Pending", "Downloading", "Ready", "Failed", "Suspended", "Deleting")
+from .models import PHASES
 
 registry = CollectorRegistry()
 
@@ -65,7 +65,7 @@ def record_phase(namespace: str, name: str, phase: str | None) -> None:
             _phases.pop((namespace, name), None)
         else:
             _phases[(namespace, name)] = phase
-        counts = dict.fromkeys(PHASES, 0)
+        counts: dict[str, int] = dict.fromkeys(PHASES, 0)
         for value in _phases.values():
             counts[value] = counts.get(value, 0) + 1
     for phase_name, count in counts.items():

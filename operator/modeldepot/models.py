@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -39,7 +39,7 @@ LABEL_ARTIFACT_NAMESPACE = "modeldepot.dev/artifact-namespace"
 
 Phase = Literal["Pending", "Downloading", "Ready", "Failed", "Suspended", "Deleting"]
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
-PHASES: tuple[str, ...] = ("Pending", "Downloading", "Ready", "Failed", "Suspended", "Deleting")
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 
 class _Model(BaseModel):
