@@ -98,68 +98,73 @@ def current_entry(artifact: ModelArtifact, node: str | None) -> Progress | None:
     return None
 
 
+def _ready_entry(res: JobResult, generation: int) -> dict[str, Any]:
+    return {
+        "phase": "Ready",
+        "percent": 100.0,
+        "bytesDone": res.total_bytes,
+        "bytesTotal": res.total_bytes,
+        "filesDone": res.file_count,
+        "filesTotal": res.file_count,
+        "bytesPerSecond": None,
+        "etaSeconds": None,
+        "summary": progress_summary(phase="Ready", bytes_total=res.total_bytes),
+        "resolvedRevision": res.commit,
+        "observedGeneration": generation,
+    }
+
+
+def _stopped_entry(phase: str, current: Progress | None, generation: int) -> dict[str, Any]:
+    """Pending, Failed or Suspended: keep the bytes reached this generation, else start blank."""
+    if current is not None:
+        summary = progress_summary(
+            phase=phase,
+            percent=current.percent,
+            bytes_done=current.bytes_done,
+            bytes_total=current.bytes_total,
+        )
+        return {
+            "phase": phase,
+            "bytesPerSecond": None,
+            "etaSeconds": None,
+            "summary": summary,
+            "observedGeneration": generation,
+        }
+    blank = dict.fromkeys(("percent", "bytesDone", "bytesTotal", "filesDone", "filesTotal"))
+    return {
+        "phase": phase,
+        **blank,
+        "bytesPerSecond": None,
+        "etaSeconds": None,
+        "summary": phase,
+        "resolvedRevision": None,
+        "observedGeneration": generation,
+    }
+
+
 def entry_patch(
     artifact: ModelArtifact, target: TargetState, now: datetime, *, node_local: bool
 ) -> dict[str, Any] | None:
-    """What the operator writes into a target's progress entry (None: leave it to the fetcher)."""
-    gen = artifact.generation
-    current = current_entry(artifact, target.node)
-    patch: dict[str, Any]
+    """What the operator writes into a target's progress entry (None: leave it to the fetcher, or
+    nothing would change)."""
     if target.phase == "Downloading":
         return None
+    gen = artifact.generation
     if target.phase == "Ready":
-        res = target.result
-        assert res is not None
-        patch = {
-            "phase": "Ready",
-            "percent": 100.0,
-            "bytesDone": res.total_bytes,
-            "bytesTotal": res.total_bytes,
-            "filesDone": res.file_count,
-            "filesTotal": res.file_count,
-            "bytesPerSecond": None,
-            "etaSeconds": None,
-            "summary": progress_summary(phase="Ready", bytes_total=res.total_bytes),
-            "resolvedRevision": res.commit,
-            "observedGeneration": gen,
-        }
+        assert target.result is not None
+        patch = _ready_entry(target.result, gen)
         if node_local:
-            patch.update({"digest": res.digest, "reason": None, "message": None})
-    elif current is not None:
-        patch = {
-            "phase": target.phase,
-            "bytesPerSecond": None,
-            "etaSeconds": None,
-            "summary": progress_summary(
-                phase=target.phase,
-                percent=current.percent,
-                bytes_done=current.bytes_done,
-                bytes_total=current.bytes_total,
-            ),
-            "observedGeneration": gen,
-        }
+            patch.update({"digest": target.result.digest, "reason": None, "message": None})
     else:
-        patch = {
-            "phase": target.phase,
-            "percent": None,
-            "bytesDone": None,
-            "bytesTotal": None,
-            "filesDone": None,
-            "filesTotal": None,
-            "bytesPerSecond": None,
-            "etaSeconds": None,
-            "summary": target.phase,
-            "resolvedRevision": None,
-            "observedGeneration": gen,
-        }
-    if node_local and target.phase != "Ready":
-        patch.update(
-            {
-                "digest": None,
-                "reason": target.reason if target.phase == "Failed" else None,
-                "message": target.message if target.phase in ("Failed", "Suspended") else None,
-            }
-        )
+        patch = _stopped_entry(target.phase, current_entry(artifact, target.node), gen)
+        if node_local:
+            patch.update(
+                {
+                    "digest": None,
+                    "reason": target.reason if target.phase == "Failed" else None,
+                    "message": target.message if target.phase in ("Failed", "Suspended") else None,
+                }
+            )
     existing: Progress | None = (
         artifact.status.nodes.get(target.node) if target.node else artifact.status.progress
     )
@@ -171,75 +176,78 @@ def entry_patch(
     return patch
 
 
+@dataclass(frozen=True)
+class _Sample:
+    """One node's contribution to the node-local aggregate."""
+
+    percent: float = 0.0
+    bytes_done: int = 0
+    files_done: int = 0
+    bytes_total: int | None = None
+    files_total: int | None = None
+    rate: float = 0.0
+    eta: float | None = None
+    revision: str | None = None
+    updated: str | None = None
+    ready: bool = False
+
+
+def _sample(artifact: ModelArtifact, target: TargetState) -> _Sample:
+    entry = current_entry(artifact, target.node)
+    updated = entry.updated_at if entry is not None else None
+    res = target.result
+    if target.phase == "Ready" and res is not None:
+        return _Sample(
+            100.0, res.total_bytes or 0, res.file_count or 0, res.total_bytes, res.file_count,
+            revision=res.commit, updated=updated, ready=True,
+        )  # fmt: skip
+    if entry is None:
+        return _Sample()
+    percent = (
+        entry.percent if entry.percent is not None else compute_percent(entry.bytes_done, entry.bytes_total)
+    )
+    downloading = target.phase == "Downloading"
+    return _Sample(
+        percent or 0.0,
+        entry.bytes_done or 0,
+        entry.files_done or 0,
+        entry.bytes_total,
+        entry.files_total,
+        rate=(entry.bytes_per_second or 0.0) if downloading else 0.0,
+        eta=entry.eta_seconds if downloading else None,
+        revision=entry.resolved_revision,
+        updated=updated,
+    )
+
+
+def _scale(known: list[int], n: int) -> int | None:
+    """Every node fetches the same files: nodes that have not resolved the list yet count as the mean."""
+    if not known:
+        return None
+    return sum(known) if len(known) == n else round(sum(known) / len(known) * n)
+
+
 def aggregate(
     artifact: ModelArtifact, targets: Sequence[TargetState], phase: str, now: datetime
 ) -> dict[str, Any]:
     """status.progress for nodeLocal storage: the sum over the target nodes."""
-    gen = artifact.generation
-    n = len(targets)
-    percents: list[float] = []
-    done = files_done = 0
-    totals: list[int] = []
-    file_totals: list[int] = []
-    rate = 0.0
-    etas: list[float] = []
-    revisions: list[str] = []
-    updated: list[str] = []
-    ready = 0
-    for t in targets:
-        entry = current_entry(artifact, t.node)
-        if t.phase == "Ready" and t.result is not None:
-            ready += 1
-            percents.append(100.0)
-            done += t.result.total_bytes or 0
-            files_done += t.result.file_count or 0
-            if t.result.total_bytes is not None:
-                totals.append(t.result.total_bytes)
-            if t.result.file_count is not None:
-                file_totals.append(t.result.file_count)
-            if t.result.commit:
-                revisions.append(t.result.commit)
-        elif entry is not None:
-            pct = (
-                entry.percent
-                if entry.percent is not None
-                else compute_percent(entry.bytes_done, entry.bytes_total)
-            )
-            percents.append(pct or 0.0)
-            done += entry.bytes_done or 0
-            files_done += entry.files_done or 0
-            if entry.bytes_total is not None:
-                totals.append(entry.bytes_total)
-            if entry.files_total is not None:
-                file_totals.append(entry.files_total)
-            if t.phase == "Downloading":
-                rate += entry.bytes_per_second or 0.0
-                if entry.eta_seconds is not None:
-                    etas.append(entry.eta_seconds)
-            if entry.resolved_revision:
-                revisions.append(entry.resolved_revision)
-        else:
-            percents.append(0.0)
-        if entry is not None and entry.updated_at:
-            updated.append(entry.updated_at)
-
-    def _scale(known: list[int]) -> int | None:
-        # every node fetches the same files: nodes that have not resolved the list yet count as the mean
-        if not known:
-            return None
-        return sum(known) if len(known) == n else round(sum(known) / len(known) * n)
-
-    bytes_total = _scale(totals)
-    percent = round(sum(percents) / n, 1) if n else None
+    samples = [_sample(artifact, t) for t in targets]
+    n = len(samples)
+    bytes_total = _scale([s.bytes_total for s in samples if s.bytes_total is not None], n)
+    percent = round(sum(s.percent for s in samples) / n, 1) if n else None
+    etas = [s.eta for s in samples if s.eta is not None]
     eta = max(etas) if etas else None
+    rate = sum(s.rate for s in samples)
     bps = rate if rate > 0 else None
+    revisions = [s.revision for s in samples if s.revision]
+    updated = [s.updated for s in samples if s.updated]
     return {
         "phase": phase,
         "percent": percent,
-        "bytesDone": done if n else None,
+        "bytesDone": sum(s.bytes_done for s in samples) if n else None,
         "bytesTotal": bytes_total,
-        "filesDone": files_done if n else None,
-        "filesTotal": _scale(file_totals),
+        "filesDone": sum(s.files_done for s in samples) if n else None,
+        "filesTotal": _scale([s.files_total for s in samples if s.files_total is not None], n),
         "bytesPerSecond": bps,
         "etaSeconds": eta,
         # the summary speaks of one copy (like the Size column); the byte fields sum the nodes
@@ -249,11 +257,11 @@ def aggregate(
             bytes_total=round(bytes_total / n) if bytes_total is not None and n else None,
             bytes_per_second=bps,
             eta_seconds=eta,
-            nodes_ready=ready,
+            nodes_ready=sum(1 for s in samples if s.ready),
             nodes_total=n,
         ),
         "resolvedRevision": revisions[0] if revisions else None,
-        "observedGeneration": gen,
+        "observedGeneration": artifact.generation,
         "updatedAt": max(updated) if updated else iso(now),
     }
 
