@@ -276,20 +276,37 @@ class LocalCluster:
     def _stop(self, state: ClusterState) -> None:
         # reverse start order: the pod runner first so it can stop pod processes cleanly
         for name in reversed(list(state.pids)):
-            pid = state.pids[name]
-            if not pid_alive(pid):
-                continue
+            self._stop_pid(name, state.pids[name])
+
+    def _stop_pid(self, name: str, pid: int, *, grace: float = 15) -> None:
+        if not pid_alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        deadline = time.monotonic() + max(grace, 5)
+        while pid_alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.1)
+        if pid_alive(pid):
+            log(f"{name} (pid {pid}) ignored SIGTERM; killing")
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while pid_alive(pid) and time.monotonic() < deadline:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-                time.sleep(0.1)
-            if pid_alive(pid):
-                log(f"{name} (pid {pid}) ignored SIGTERM; killing")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+
+    # -- outages (tests) ------------------------------------------------------------------------
+    def stop_apiserver(self) -> None:
+        """Kill this cluster's kube-apiserver alone (SIGKILL, like a crash): an outage, for tests."""
+        state = ClusterState.load(self.state_file)
+        if state is None or "kube-apiserver" not in state.pids:
+            raise RuntimeError(f"no cluster state in {self.state_file}")
+        self._stop_pid("kube-apiserver", state.pids["kube-apiserver"], grace=0)
+
+    def start_apiserver(self) -> None:
+        """Start this cluster's kube-apiserver again, with the same flags, port and certificates."""
+        state = ClusterState.load(self.state_file)
+        if state is None:
+            raise RuntimeError(f"no cluster state in {self.state_file}")
+        self._start_apiserver(ensure_binaries(), Pki(self.root / "pki"), state)
 
     # -- readiness ------------------------------------------------------------------------------
     def _check_alive(self, state: ClusterState, name: str) -> None:

@@ -25,6 +25,12 @@ the host network), `kubectl logs/exec` (no kubelet API), node heartbeats (node l
 
 It also provisions PersistentVolumes for claims of the `local` StorageClass (directory-backed) and
 deletes them when released.
+
+Why this file is over 400 lines: it is the kubelet stand-in's I/O in one class (node registration,
+the volume provisioner, pod lifecycle, processes, status, watches), which share the API client and
+the table of running pods. What it decides is elsewhere and unit-tested without a cluster:
+`podspec.py` (env, volumes, projected files, the container command line, status entries) and
+`apiretry.py` (retrying status through an apiserver outage).
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+
+from localdev import apiretry, podspec
+from localdev.podspec import ContainerConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STASH_ROOT = Path("/run/modeldepot-podrunner")
@@ -87,10 +96,6 @@ def now() -> str:
 
 def log(message: str) -> None:
     print(f"[podrunner {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class ContainerConfigError(RuntimeError):
-    """A container's env references a missing Secret/ConfigMap key (the kubelet keeps retrying)."""
 
 
 @dataclass
@@ -318,8 +323,15 @@ class PodRunner:
         if running.thread and running.thread is not threading.current_thread():
             running.thread.join(timeout=10)
 
+    def _read_secret(self, name: str, namespace: str) -> dict[str, str]:
+        secret = self.core.read_namespaced_secret(name, namespace)
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def _read_config_map(self, name: str, namespace: str) -> dict[str, str]:
+        return dict(self.core.read_namespaced_config_map(name, namespace).data or {})
+
     def _resolve_env(self, pod: Any, container: Any) -> dict[str, str]:
-        env = {
+        base = {
             # the image stand-in: this interpreter's bin dir (modeldepot, hf) comes first
             "PATH": os.pathsep.join(
                 [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
@@ -331,50 +343,24 @@ class PodRunner:
         }
         for key in ("PYTHONPATH", "MODELDEPOT_CACHE"):
             if key in os.environ:
-                env[key] = os.environ[key]
+                base[key] = os.environ[key]
         namespace = pod.metadata.namespace
-        field_values = {
-            "metadata.name": pod.metadata.name,
-            "metadata.namespace": namespace,
-            "metadata.uid": pod.metadata.uid,
-            "spec.nodeName": pod.spec.node_name,
-            "spec.serviceAccountName": pod.spec.service_account_name or "default",
-            "status.podIP": "127.0.0.1",
-            "status.hostIP": "127.0.0.1",
-        }
-        for source in container.env_from or []:
-            if source.secret_ref:
-                secret = self.core.read_namespaced_secret(source.secret_ref.name, namespace)
-                for key, value in (secret.data or {}).items():
-                    env[(source.prefix or "") + key] = base64.b64decode(value).decode()
-            if source.config_map_ref:
-                config_map = self.core.read_namespaced_config_map(source.config_map_ref.name, namespace)
-                for key, value in (config_map.data or {}).items():
-                    env[(source.prefix or "") + key] = value
-        for var in container.env or []:
-            if var.value is not None:
-                env[var.name] = var.value
-            elif var.value_from is None:
-                env[var.name] = ""
-            elif var.value_from.secret_key_ref:
-                ref = var.value_from.secret_key_ref
+        refs = podspec.env_refs(container)
+        secrets: dict[str, dict[str, str] | None] = {}
+        config_maps: dict[str, dict[str, str] | None] = {}
+        for names, from_names, read, fetched in (
+            (refs.secrets, refs.from_secrets, self._read_secret, secrets),
+            (refs.config_maps, refs.from_config_maps, self._read_config_map, config_maps),
+        ):
+            for name in sorted(names):
+                if name in from_names:  # an envFrom object that cannot be read fails the pod
+                    fetched[name] = read(name, namespace)
+                    continue
                 try:
-                    secret = self.core.read_namespaced_secret(ref.name, namespace)
-                    env[var.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
-                except (ApiException, KeyError):
-                    if not ref.optional:
-                        raise ContainerConfigError(f"secret {ref.name}/{ref.key} not found") from None
-            elif var.value_from.config_map_key_ref:
-                ref = var.value_from.config_map_key_ref
-                try:
-                    config_map = self.core.read_namespaced_config_map(ref.name, namespace)
-                    env[var.name] = (config_map.data or {})[ref.key]
-                except (ApiException, KeyError):
-                    if not ref.optional:
-                        raise ContainerConfigError(f"configmap {ref.name}/{ref.key} not found") from None
-            elif var.value_from.field_ref:
-                env[var.name] = field_values.get(var.value_from.field_ref.field_path, "")
-        return env
+                    fetched[name] = read(name, namespace)
+                except ApiException:
+                    fetched[name] = None  # a missing key: CreateContainerConfigError, retried
+        return podspec.resolve_env(pod, container, secrets=secrets, config_maps=config_maps, base=base)
 
     def _wait_for_env(self, running: RunningPod, pod: Any, container: Any) -> dict[str, str]:
         """Resolve env; while a referenced key is missing, report CreateContainerConfigError and retry."""
@@ -383,7 +369,7 @@ class PodRunner:
                 return self._resolve_env(pod, container)
             except ContainerConfigError as error:
                 statuses = [
-                    self._container_status(
+                    podspec.container_status(
                         c, {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
                     )
                     for c in pod.spec.containers
@@ -394,125 +380,55 @@ class PodRunner:
 
     def _volume_sources(self, pod: Any, pod_dir: Path) -> dict[str, Path]:
         """Materialize every pod volume as a host directory; returns volume name -> directory."""
-        sources: dict[str, Path] = {}
         namespace = pod.metadata.namespace
-        for volume in pod.spec.volumes or []:
-            if volume.host_path:
-                path = self.cluster_dir / "nodes" / pod.spec.node_name / volume.host_path.path.lstrip("/")
-                path.mkdir(parents=True, exist_ok=True)
-                sources[volume.name] = path
-            elif volume.persistent_volume_claim:
-                claim = self.core.read_namespaced_persistent_volume_claim(
-                    volume.persistent_volume_claim.claim_name, namespace
-                )
-                if not claim.spec.volume_name:
-                    raise RuntimeError(f"claim {claim.metadata.name} is not bound")
-                pv = self.core.read_persistent_volume(claim.spec.volume_name)
-                host = pv.spec.host_path.path if pv.spec.host_path else pv.spec.local.path
-                sources[volume.name] = Path(host)
-            elif volume.empty_dir is not None:
-                path = pod_dir / "volumes" / volume.name
-                path.mkdir(parents=True, exist_ok=True)
-                sources[volume.name] = path
-            elif volume.projected or volume.secret or volume.config_map:
-                path = pod_dir / "volumes" / volume.name
-                path.mkdir(parents=True, exist_ok=True)
-                self._write_projected(pod, volume, path, namespace)
-                sources[volume.name] = path
+        claims: dict[str, Path] = {}
+        for name in podspec.claim_names(pod):
+            claim = self.core.read_namespaced_persistent_volume_claim(name, namespace)
+            if not claim.spec.volume_name:
+                raise RuntimeError(f"claim {claim.metadata.name} is not bound")
+            claims[name] = podspec.pv_host_path(self.core.read_persistent_volume(claim.spec.volume_name))
+        volumes = {v.name: v for v in pod.spec.volumes or []}
+        sources: dict[str, Path] = {}
+        for target in podspec.volume_paths(pod, cluster_dir=self.cluster_dir, pod_dir=pod_dir, claims=claims):
+            if target.create:
+                target.path.mkdir(parents=True, exist_ok=True)
+            if target.projected:
+                self._write_projected(pod, volumes[target.name], target.path)
+            sources[target.name] = target.path
         return sources
 
-    def _write_projected(self, pod: Any, volume: Any, path: Path, namespace: str) -> None:
-        def write_items(data: dict[str, bytes], items: Any) -> None:
-            if items:
-                for item in items:
-                    if item.key in data:
-                        (path / item.path).write_bytes(data[item.key])
-            else:
-                for key, value in data.items():
-                    (path / key).write_bytes(value)
-
-        projections = volume.projected.sources if volume.projected else [volume]
-        for source in projections:
-            if getattr(source, "service_account_token", None):
-                spec = source.service_account_token
-                request = client.AuthenticationV1TokenRequest(
-                    spec=client.V1TokenRequestSpec(
-                        audiences=[spec.audience] if spec.audience else [],
-                        expiration_seconds=spec.expiration_seconds or 3607,
-                        bound_object_ref=client.V1BoundObjectReference(
-                            kind="Pod", api_version="v1", name=pod.metadata.name, uid=pod.metadata.uid
-                        ),
-                    )
+    def _write_projected(self, pod: Any, volume: Any, path: Path) -> None:
+        namespace = pod.metadata.namespace
+        refs = podspec.projected_refs(volume)
+        tokens: dict[str, str] = {}
+        for spec in refs.tokens:
+            request = client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(
+                    audiences=[spec.audience] if spec.audience else [],
+                    expiration_seconds=spec.expiration_seconds,
+                    bound_object_ref=client.V1BoundObjectReference(
+                        kind="Pod", api_version="v1", name=pod.metadata.name, uid=pod.metadata.uid
+                    ),
                 )
-                token = self.core.create_namespaced_service_account_token(
-                    pod.spec.service_account_name or "default", namespace, request
-                )
-                (path / spec.path).write_text(token.status.token)
-            if getattr(source, "config_map", None):
-                ref = source.config_map
-                config_map = self.core.read_namespaced_config_map(ref.name, namespace)
-                write_items({k: v.encode() for k, v in (config_map.data or {}).items()}, ref.items)
-            if getattr(source, "secret", None):
-                ref = source.secret
-                secret = self.core.read_namespaced_secret(
-                    getattr(ref, "secret_name", None) or ref.name, namespace
-                )
-                write_items({k: base64.b64decode(v) for k, v in (secret.data or {}).items()}, ref.items)
-            if getattr(source, "downward_api", None):
-                for item in source.downward_api.items or []:
-                    if item.field_ref and item.field_ref.field_path == "metadata.namespace":
-                        (path / item.path).write_text(namespace)
-                    elif item.field_ref and item.field_ref.field_path == "metadata.name":
-                        (path / item.path).write_text(pod.metadata.name)
-
-    def _container_argv(
-        self, container: Any, mounts: list[tuple[Path, str]], termination_file: Path, stash: Path
-    ) -> list[str]:
-        command = list(container.command or [])
-        if not command:
-            for fragment, entrypoint in self.entrypoints.items():
-                if fragment in (container.image or ""):
-                    command = list(entrypoint)
-                    break
-        argv = command + list(container.args or [])
-        if not argv:
-            raise RuntimeError(
-                f"container {container.name}: no command and no known entrypoint for {container.image}"
             )
-        termination_path = container.termination_message_path or "/dev/termination-log"
-        binds = sorted([*mounts, (termination_file, termination_path)], key=lambda m: len(Path(m[1]).parts))
-        # Sources are read through a private view of the host root taken before any mount, so a
-        # mount at /tmp cannot hide a source (or this repo, when it lives under /tmp).
-        script = ["set -e", f"mkdir -p {stash}", f"mount --rbind / {stash}"]
-        for source, target in binds:
-            quoted = shlex.quote(target)
-            if source.is_dir():
-                script.append(f"[ -e {quoted} ] || mkdir -p {quoted}")
-            else:
-                script.append(
-                    f"[ -e {quoted} ] || {{ mkdir -p {shlex.quote(str(Path(target).parent))}; touch {quoted}; }}"
-                )
-            script.append(f"mount --bind {shlex.quote(f'{stash}{source}')} {quoted}")
-        # the "image": this interpreter and the project stay visible even under a mounted target
-        for keep in sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix}):
-            if any(keep == t or keep.startswith(t.rstrip("/") + "/") for _, t in binds):
-                quoted = shlex.quote(keep)
-                script.append(f"mkdir -p {quoted} && mount --bind {shlex.quote(f'{stash}{keep}')} {quoted}")
-        if container.working_dir:
-            script.append(f"cd {shlex.quote(container.working_dir)}")
-        script.append('exec "$@"')
-        return [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            "\n".join(script),
-            "sh",
-            *argv,
-        ]
+            token = self.core.create_namespaced_service_account_token(
+                pod.spec.service_account_name or "default", namespace, request
+            )
+            tokens[spec.path] = token.status.token
+        config_maps = {
+            name: {k: v.encode() for k, v in self._read_config_map(name, namespace).items()}
+            for name in refs.config_maps
+        }
+        secrets = {
+            name: {
+                k: base64.b64decode(v)
+                for k, v in (self.core.read_namespaced_secret(name, namespace).data or {}).items()
+            }
+            for name in refs.secrets
+        }
+        files = podspec.projected_files(pod, volume, secrets=secrets, config_maps=config_maps, tokens=tokens)
+        for relative, content in files.items():
+            (path / relative).write_bytes(content)
 
     def _run_container(
         self, running: RunningPod, pod: Any, container: Any, sources: dict[str, Path], pod_dir: Path
@@ -534,7 +450,8 @@ class PodRunner:
         started_at = now()
         env = self._wait_for_env(running, pod, container)
         stash = STASH_ROOT / uuid.uuid4().hex
-        argv = self._container_argv(container, mounts, termination_file, stash)
+        keep = {str(REPO_ROOT), sys.prefix, sys.base_prefix}
+        argv = podspec.container_argv(container, mounts, termination_file, stash, self.entrypoints, keep)
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(
                 argv,
@@ -568,25 +485,24 @@ class PodRunner:
             terminated["message"] = message
         return terminated
 
-    def _container_status(self, container: Any, state: dict[str, Any], ready: bool = False) -> dict[str, Any]:
-        return {
-            "name": container.name,
-            "image": container.image,
-            "imageID": "",
-            "ready": ready,
-            "restartCount": 0,
-            "started": "running" in state,
-            "state": state,
-        }
-
     def _patch_status(self, running: RunningPod, status: dict[str, Any]) -> bool:
-        try:
-            self.core.patch_namespaced_pod_status(running.name, running.namespace, {"status": status})
-            return True
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
+        """Report the pod's status; through an apiserver outage keep trying, as a kubelet does.
+
+        Runs on the pod's own thread, so a retry never holds up another pod. False: the pod is
+        gone (or the runner stops, or the apiserver stayed away for `apiretry.GIVE_UP_AFTER`).
+        """
+
+        def patch() -> None:
+            self.core.patch_namespaced_pod_status(
+                running.name, running.namespace, {"status": status}, _request_timeout=(5, 30)
+            )
+
+        return apiretry.retry_transient(
+            patch,
+            what=f"status {status.get('phase')} of pod {running.namespace}/{running.name}",
+            log=log,
+            stop=self.stopped.wait,
+        )
 
     def _run_pod(self, running: RunningPod, pod: Any) -> None:
         pod_dir = self.cluster_dir / "pods" / running.uid
@@ -608,12 +524,12 @@ class PodRunner:
                         "phase": "Pending",
                         "initContainerStatuses": [
                             *init_statuses,
-                            self._container_status(container, {"running": {"startedAt": now()}}),
+                            podspec.container_status(container, {"running": {"startedAt": now()}}),
                         ],
                     },
                 )
                 terminated = self._run_container(running, pod, container, sources, pod_dir)
-                init_statuses.append(self._container_status(container, {"terminated": terminated}))
+                init_statuses.append(podspec.container_status(container, {"terminated": terminated}))
                 if terminated["exitCode"] != 0 or running.stopping.is_set():
                     self._finish(running, pod, base, init_statuses, [], failed=True)
                     return
@@ -624,9 +540,9 @@ class PodRunner:
                     **base,
                     "phase": "Running",
                     "initContainerStatuses": init_statuses,
-                    "conditions": self._conditions(ready=True),
+                    "conditions": podspec.conditions(now(), ready=True),
                     "containerStatuses": [
-                        self._container_status(c, {"running": {"startedAt": now()}}, ready=True)
+                        podspec.container_status(c, {"running": {"startedAt": now()}}, ready=True)
                         for c in containers
                     ],
                 },
@@ -642,7 +558,7 @@ class PodRunner:
             for thread in threads:
                 thread.join()
             statuses = [
-                self._container_status(
+                podspec.container_status(
                     c, {"terminated": results.get(c.name, {"exitCode": 137, "reason": "Error"})}
                 )
                 for c in containers
@@ -657,15 +573,6 @@ class PodRunner:
         finally:
             running.finished.set()
 
-    def _conditions(self, *, ready: bool) -> list[dict[str, Any]]:
-        value = "True" if ready else "False"
-        return [
-            {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
-            {"type": "Ready", "status": value, "lastTransitionTime": now()},
-            {"type": "ContainersReady", "status": value, "lastTransitionTime": now()},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
-        ]
-
     def _finish(
         self,
         running: RunningPod,
@@ -678,7 +585,7 @@ class PodRunner:
     ) -> None:
         if not statuses:
             statuses = [
-                self._container_status(c, {"waiting": {"reason": "PodInitializing"}})
+                podspec.container_status(c, {"waiting": {"reason": "PodInitializing"}})
                 for c in pod.spec.containers
             ]
         self._patch_status(
@@ -686,7 +593,7 @@ class PodRunner:
             {
                 **base,
                 "phase": "Failed" if failed else "Succeeded",
-                "conditions": self._conditions(ready=False),
+                "conditions": podspec.conditions(now(), ready=False),
                 "initContainerStatuses": init,
                 "containerStatuses": statuses,
             },

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import ClusterHandle, fresh_namespace
-from kubernetes import client
+from kubernetes import client, config
 from waiting import wait_until
+
+from localdev.cluster import LocalCluster
 
 
 @pytest.fixture
@@ -267,3 +270,50 @@ def test_volumes_mount_at_their_paths_even_over_tmp(cluster: ClusterHandle, name
     assert "modeldepot" in pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
     host_file = cluster.node_dir("md-node-b") / "var/lib/mounts" / namespace / "file"
     assert host_file.read_text() == "data\n"
+
+
+def test_pod_status_survives_an_apiserver_outage(tmp_path: Path) -> None:
+    """A pod that finishes while the kube-apiserver is down still reports Succeeded (issue 11).
+
+    The pod runner retries the status patch as a kubelet does. The outage is made on a private
+    control plane started for this test (its own directory and ports), so no other test or
+    engineer sharing the session cluster sees its apiserver go away.
+    """
+    private = LocalCluster(tmp_path / "cluster")
+    private.up()
+    try:
+        api = config.new_client_from_config(str(private.kubeconfig))
+        core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+        core.create_namespace({"metadata": {"name": "outage"}})
+        wait_until(
+            lambda: core.list_namespaced_service_account("outage").items,
+            what="the default ServiceAccount",
+        )
+        batch.create_namespaced_job("outage", job_manifest("finishes", "outage", "sleep 6"))
+
+        def running() -> str | None:
+            pods = core.list_namespaced_pod("outage", label_selector="job-name=finishes").items
+            return pods[0].metadata.name if pods and pods[0].status.phase == "Running" else None
+
+        pod_name = wait_until(running, timeout=60, what="the Job's pod Running")
+        private.stop_apiserver()
+        outage_started = time.monotonic()
+        time.sleep(12)  # the container exits ~6 s in, while the apiserver is away
+        private.start_apiserver()
+        outage = time.monotonic() - outage_started
+
+        def complete() -> bool:
+            job = batch.read_namespaced_job("finishes", "outage")
+            return any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or [])
+
+        wait_until(complete, timeout=90, what="the Job Complete after the outage")
+        pod = core.read_namespaced_pod(pod_name, "outage")
+        assert pod.status.phase == "Succeeded"
+        assert pod.status.container_statuses[0].state.terminated.exit_code == 0
+        runner_log = (private.logs / "podrunner.log").read_text()
+        assert f"status Succeeded of pod outage/{pod_name}: transient failure" in runner_log, runner_log[
+            -3000:
+        ]
+        assert outage >= 10
+    finally:
+        private.down(purge=True)
