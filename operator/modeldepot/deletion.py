@@ -73,59 +73,42 @@ def _cleanup_targets(
     return targets, warnings
 
 
-def finalize_step(
-    api: ClusterApi, body: Mapping[str, Any], runtime: float, settings: OperatorSettings
-) -> FinalizeStep:
-    """One pass of the deletion flow (blocking); `runtime`: seconds since deletion began."""
-    artifact = ModelArtifact.from_body(body)
-    namespace, name = artifact.namespace, artifact.name
+def _cancel_downloads(
+    api: ClusterApi, artifact: ModelArtifact, runtime: float, settings: OperatorSettings
+) -> FinalizeStep | None:
+    """Delete the fetch Jobs and wait for their pods; after the cancel timeout, release pods of
+    vanished nodes. A FinalizeStep while still waiting (or with a warning), else None."""
     jobs_namespace = builders.job_namespace(artifact, settings.operator_namespace)
-    fetch_selector = builders.artifact_selector(artifact, FETCHER_APP)
-    if (body.get("status") or {}).get("phase") != "Deleting":
-        api.patch_artifact_status(
-            namespace,
-            name,
-            {
-                "status": decisions.deleting_patch(
-                    artifact, now=datetime.now(UTC), message="cancelling downloads"
-                )
-            },
-        )
-    metrics.record_phase(namespace, name, "Deleting")
-    for job in api.list_jobs(jobs_namespace, fetch_selector):
+    selector = builders.artifact_selector(artifact, FETCHER_APP)
+    for job in api.list_jobs(jobs_namespace, selector):
         if not job["metadata"].get("deletionTimestamp"):
             api.delete_job(jobs_namespace, job["metadata"]["name"])
-    warnings: list[tuple[str, str]] = []
-    pods = api.list_pods(jobs_namespace, fetch_selector)
-    if pods:
-        if runtime < settings.cancel_timeout_seconds:
-            return FinalizeStep(False, f"{len(pods)} download pod(s) to stop")
-        for pod in pods:
-            node = pod["spec"].get("nodeName")
-            if not node or not api.node_exists(node):
-                api.force_delete_pod(jobs_namespace, pod["metadata"]["name"])
-        warnings.append(
-            (
-                "CancelTimedOut",
-                f"{len(pods)} download pod(s) did not stop in {settings.cancel_timeout_seconds}s",
-            )
-        )
-    if artifact.spec.deletion_policy == "Retain":
-        return _finalized(api, artifact, settings, warnings)
-    broken = policy.violations(artifact, policy.Policy.from_settings(settings))
-    if broken:
-        # no Job ever runs for a spec against policy, not even to delete (it could name /etc)
-        warnings.append((PolicyViolationError.reason, "no cleanup Job: " + "; ".join(broken)))
-        return _finalized(api, artifact, settings, warnings)
-    targets, target_warnings = _cleanup_targets(api, artifact, settings)
-    warnings.extend(target_warnings)
+    pods = api.list_pods(jobs_namespace, selector)
+    if not pods:
+        return None
+    if runtime < settings.cancel_timeout_seconds:
+        return FinalizeStep(False, f"{len(pods)} download pod(s) to stop")
+    for pod in pods:
+        node = pod["spec"].get("nodeName")
+        if not node or not api.node_exists(node):
+            api.force_delete_pod(jobs_namespace, pod["metadata"]["name"])
+    message = f"{len(pods)} download pod(s) did not stop in {settings.cancel_timeout_seconds}s"
+    return FinalizeStep(True, warnings=(("CancelTimedOut", message),))
+
+
+def _remove_files(
+    api: ClusterApi, artifact: ModelArtifact, runtime: float, settings: OperatorSettings
+) -> FinalizeStep:
+    """Cleanup Jobs on every reachable target, waited for up to the cleanup timeout."""
+    targets, warnings = _cleanup_targets(api, artifact, settings)
+    jobs_namespace = builders.job_namespace(artifact, settings.operator_namespace)
     cleanup_jobs = {
         job["metadata"]["name"]: job
         for job in api.list_jobs(jobs_namespace, builders.artifact_selector(artifact, CLEANUP_APP))
     }
     pending = []
     for node in targets:
-        job_name = builders.cleanup_job_name(name, node, namespace)
+        job_name = builders.cleanup_job_name(artifact.name, node, artifact.namespace)
         cleanup = cleanup_jobs.get(job_name)
         if cleanup is None:
             api.create_job(builders.cleanup_job(artifact, node=node, defaults=job_defaults(settings)))
@@ -136,15 +119,39 @@ def finalize_step(
             warnings.append(("CleanupFailed", f"cleanup Job {job_name} failed: {state.failure_message}"))
         elif not state.complete:
             pending.append(job_name)
+    waiting = f"cleanup Job(s) {', '.join(pending)}"
     if pending and runtime < settings.cleanup_timeout_seconds:
-        return FinalizeStep(False, f"cleanup Job(s) {', '.join(pending)}", tuple(warnings))
+        return FinalizeStep(False, waiting, tuple(warnings))
     if pending:
-        warnings.append(
-            (
-                "CleanupTimedOut",
-                f"cleanup Job(s) {', '.join(pending)} did not finish in {settings.cleanup_timeout_seconds}s; files may remain",
-            )
-        )
+        timeout = settings.cleanup_timeout_seconds
+        warnings.append(("CleanupTimedOut", f"{waiting} did not finish in {timeout}s; files may remain"))
+    return FinalizeStep(True, warnings=tuple(warnings))
+
+
+def finalize_step(
+    api: ClusterApi, body: Mapping[str, Any], runtime: float, settings: OperatorSettings
+) -> FinalizeStep:
+    """One pass of the deletion flow (blocking); `runtime`: seconds since deletion began."""
+    artifact = ModelArtifact.from_body(body)
+    if (body.get("status") or {}).get("phase") != "Deleting":
+        patch = decisions.deleting_patch(artifact, now=datetime.now(UTC), message="cancelling downloads")
+        api.patch_artifact_status(artifact.namespace, artifact.name, {"status": patch})
+    metrics.record_phase(artifact.namespace, artifact.name, "Deleting")
+    cancelled = _cancel_downloads(api, artifact, runtime, settings)
+    if cancelled is not None and not cancelled.done:
+        return cancelled
+    warnings = list(cancelled.warnings) if cancelled is not None else []
+    if artifact.spec.deletion_policy == "Retain":
+        return _finalized(api, artifact, settings, warnings)
+    broken = policy.violations(artifact, policy.Policy.from_settings(settings))
+    if broken:
+        # no Job ever runs for a spec against policy, not even to delete (it could name /etc)
+        warnings.append((PolicyViolationError.reason, "no cleanup Job: " + "; ".join(broken)))
+        return _finalized(api, artifact, settings, warnings)
+    removed = _remove_files(api, artifact, runtime, settings)
+    warnings.extend(removed.warnings)
+    if not removed.done:
+        return FinalizeStep(False, removed.waiting_for, tuple(warnings))
     return _finalized(api, artifact, settings, warnings)
 
 

@@ -6,6 +6,10 @@ reads the artifact, checks the admin policy and path ownership, reads its target
 Jobs and their pods' results, asks `decisions.plan()` what to do, creates/deletes Jobs, and
 merge-patches the status when it changes; `finalize()` runs one pass of the deletion flow
 (`deletion.py`). Both are serialized per artifact. Handlers (kopf) stay thin and call these.
+
+Why one module of ~450 lines: every function here is a step of the same blocking pass that talks to
+`ClusterApi` (observe Jobs, check blockers and refusals, apply the Plan, retire nodes, record
+metrics); the decisions it applies live in `decisions/`, the deletion flow in `deletion.py`.
 """
 
 from __future__ import annotations
@@ -47,8 +51,6 @@ ClaimLookup = Callable[[str], Iterable[policy.PathClaim]]
 
 log = logging.getLogger(__name__)
 
-# pod waiting reasons that mean the fetcher cannot start until the user fixes something
-_CONFIG_ERRORS = {"CreateContainerConfigError"}
 # status keys whose change alone is not worth a write
 _VOLATILE = {"updatedAt", "lastTransitionTime"}
 
@@ -83,26 +85,6 @@ def changed(current: Any, patch: Any) -> bool:
     return bool(current != patch)
 
 
-def _config_error(pods: list[dict[str, Any]]) -> str | None:
-    """Why the fetcher cannot start (a missing Secret key, as the kubelet reports it), if so."""
-    for pod in pods:
-        status = pod.get("status") or {}
-        for container in status.get("containerStatuses") or []:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in _CONFIG_ERRORS:
-                return str(waiting.get("message") or waiting["reason"])
-    return None
-
-
-def _duration(job: Mapping[str, Any]) -> float | None:
-    status = job.get("status") or {}
-    start, end = status.get("startTime"), status.get("completionTime")
-    if not start or not end:
-        return None
-    parse = datetime.fromisoformat
-    return (parse(str(end).replace("Z", "+00:00")) - parse(str(start).replace("Z", "+00:00"))).total_seconds()
-
-
 def _jobs_namespace(artifact: ModelArtifact, settings: OperatorSettings) -> str:
     return builders.job_namespace(artifact, settings.operator_namespace)
 
@@ -125,7 +107,7 @@ def _job_states(
     for job in jobs:
         job_pods = by_job[job["metadata"]["name"]]
         state = decisions.JobState.from_job(job, decisions.pod_result(job_pods))
-        config_error = _config_error(job_pods)
+        config_error = decisions.config_error(job_pods)
         if config_error and not state.finished and state.succeeded == 0:
             secret = artifact.hugging_face.token_secret_ref
             what = f"Secret {secret.name!r} key {secret.key!r}" if secret else "a referenced Secret"
@@ -139,7 +121,7 @@ def _job_states(
                 result=JobResult(phase="Failed", reason=TokenSecretNotFoundError.reason, message=message),
             )
         states.append(state)
-        duration = _duration(job)
+        duration = decisions.job_duration(job)
         if state.complete and duration is not None:
             durations[job["metadata"]["uid"]] = duration
     return states, durations
@@ -277,27 +259,41 @@ def _reconcile_pass(
     refused = _refusal_reason(artifact, settings, claims)
     if refused is not None:
         return _refuse(api, body, *refused, artifact=artifact, settings=settings)
-    defaults = job_defaults(settings)
     node_objects = api.list_nodes() if artifact.is_node_local else []
     nodes = decisions.matching_nodes(artifact, node_objects) if artifact.is_node_local else None
     jobs, durations = _job_states(api, artifact, settings)
-    blocker = _blocker(api, artifact) or _token_blocker(api, artifact)
+    retry = settings.failed_retry_seconds
     plan = decisions.plan(
         artifact,
         nodes=nodes,
         jobs=jobs,
         now=_now(),
-        blocker=blocker,
-        retry_after=timedelta(seconds=settings.failed_retry_seconds)
-        if settings.failed_retry_seconds
-        else None,
+        blocker=_blocker(api, artifact) or _token_blocker(api, artifact),
+        retry_after=timedelta(seconds=retry) if retry else None,
     )
+    created = _apply_plan(api, artifact, plan, node_objects, settings)
+    if changed(body.get("status") or {}, plan.status_patch):
+        api.patch_artifact_status(namespace, name, {"status": plan.status_patch})
+    _record_metrics(artifact, plan, durations, previous, timed)
+    return _outcome(artifact, plan, previous, created)
+
+
+def _apply_plan(
+    api: ClusterApi,
+    artifact: ModelArtifact,
+    plan: decisions.Plan,
+    node_objects: list[dict[str, Any]],
+    settings: OperatorSettings,
+) -> int:
+    """Delete and create the Plan's Jobs, retire stale nodes; returns how many Jobs were created.
+    Retired nodes' status entries are added to `plan.status_patch` (as null: removed)."""
     jobs_namespace = _jobs_namespace(artifact, settings)
     for job_name in plan.delete:
         api.delete_job(jobs_namespace, job_name)
     # only needed when Jobs are created or nodes retired, not on every progress event
     needs_cleanup_jobs = artifact.is_node_local and bool(plan.create or plan.stale_nodes)
     cleanup_jobs = _cleanup_jobs_by_node(api, artifact, settings) if needs_cleanup_jobs else {}
+    defaults = job_defaults(settings)
     if plan.create:
         _prepare_fetcher(api, artifact, defaults)
     created = 0
@@ -311,15 +307,15 @@ def _reconcile_pass(
         manifest = builders.fetch_job(
             artifact, node=request.node, defaults=defaults, revision=request.revision
         )
-        if api.create_job(manifest):
-            created += 1
+        created += api.create_job(manifest)
     if plan.stale_nodes:
         forgotten = _retire_nodes(api, artifact, plan.stale_nodes, node_objects, cleanup_jobs, settings)
         if forgotten:
             plan.status_patch.setdefault("nodes", {}).update(dict.fromkeys(forgotten))
-    if changed(body.get("status") or {}, plan.status_patch):
-        api.patch_artifact_status(namespace, name, {"status": plan.status_patch})
-    _record_metrics(artifact, plan, durations, previous, timed)
+    return created
+
+
+def _outcome(artifact: ModelArtifact, plan: decisions.Plan, previous: str | None, created: int) -> Outcome:
     failed = next((t for t in plan.targets if t.phase == "Failed"), None)
     conditions = plan.status_patch.get("conditions") or []
     ready = next((c for c in conditions if c["type"] == decisions.READY), None)

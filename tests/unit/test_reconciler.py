@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from modeldepot.reconciler import _config_error, _duration, changed
+from modeldepot.decisions import config_error, job_duration
+from modeldepot.reconciler import changed
 
 
 def test_changed_ignores_timestamps_that_always_move() -> None:
@@ -35,11 +36,11 @@ def test_config_error_is_read_from_a_waiting_container() -> None:
             ]
         }
     }
-    assert _config_error([pod]) == "secret x"
-    assert _config_error([{"status": {"containerStatuses": [{"state": {"running": {}}}]}}]) is None
+    assert config_error([pod]) == "secret x"
+    assert config_error([{"status": {"containerStatuses": [{"state": {"running": {}}}]}}]) is None
 
 
 def test_duration_of_a_completed_job() -> None:
     job = {"status": {"startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:01:30Z"}}
-    assert _duration(job) == 90
-    assert _duration({"status": {"startTime": "2026-01-01T00:00:00Z"}}) is None
+    assert job_duration(job) == 90
+    assert job_duration({"status": {"startTime": "2026-01-01T00:00:00Z"}}) is None

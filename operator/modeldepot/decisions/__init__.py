@@ -5,7 +5,7 @@
 """
 
 from .nodes import Retirement, matching_nodes, node_matches, pinned_commit, retire_nodes, tolerates
-from .observe import JobState, is_transient, pod_result
+from .observe import JobState, config_error, is_transient, job_duration, pod_result
 from .plan import JobRequest, Plan, decide_target, plan
 from .status import (
     CONDITION_TYPES,
@@ -37,10 +37,12 @@ __all__ = [
     "Retirement",
     "TargetState",
     "condition",
+    "config_error",
     "decide_target",
     "deleting_patch",
     "display_revision",
     "is_transient",
+    "job_duration",
     "matching_nodes",
     "node_matches",
     "pinned_commit",

@@ -14,6 +14,8 @@ from .. import builders, errors
 from ..errors import ERRORS_BY_REASON
 from ..models import LABEL_GENERATION, LABEL_NODE, JobResult, parse_termination_message
 
+# pod waiting reasons that mean the fetcher cannot start until the user fixes something
+_CONFIG_ERRORS = {"CreateContainerConfigError"}
 # Job "Failed" condition reasons (batch/v1) that name the failure better than the fetcher's own result
 JOB_REASONS = {errors.BackoffLimitExceededError.reason, errors.DeadlineExceededError.reason}
 
@@ -131,3 +133,23 @@ def is_transient(job: JobState) -> bool:
         return True
     error = ERRORS_BY_REASON.get(reason)
     return error is not None and error.retryable
+
+
+def config_error(pods: Iterable[Mapping[str, Any]]) -> str | None:
+    """Why the fetcher cannot start (a missing Secret key, as the kubelet reports it), if so."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in _CONFIG_ERRORS:
+                return str(waiting.get("message") or waiting["reason"])
+    return None
+
+
+def job_duration(job: Mapping[str, Any]) -> float | None:
+    status = job.get("status") or {}
+    start, end = status.get("startTime"), status.get("completionTime")
+    if not start or not end:
+        return None
+    parse = datetime.fromisoformat
+    return (parse(str(end).replace("Z", "+00:00")) - parse(str(start).replace("Z", "+00:00"))).total_seconds()
