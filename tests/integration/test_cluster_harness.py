@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ClusterHandle, fresh_namespace
 from kubernetes import client, config
-from waiting import wait_until
+from support import ClusterHandle, fresh_namespace, wait_until
 
 from localdev.cluster import LocalCluster
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Artifacts
-from test_operator_lifecycle import pvc_spec, unique_repo
-from waiting import wait_until
+from support import Artifacts, pvc_spec, unique_repo, wait_until
 
 from localdev.argocd import load_health_check
 from localdev.kstatus import Status, compute

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ClusterHandle, fresh_namespace
-from waiting import wait_until
+from support import ClusterHandle, fresh_namespace, wait_until
 
 from localdev.cluster import ensure_binaries, free_port
 from modeldepot import builders

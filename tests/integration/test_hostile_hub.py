@@ -11,8 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from conftest import Artifacts, ClusterHandle, claim_dir, files_digest
-from test_operator_lifecycle import unique_repo
+from support import Artifacts, ClusterHandle, claim_dir, files_digest, unique_repo
 
 
 def claim_spec(hub: Any, repo: str, **source: Any) -> dict[str, Any]:

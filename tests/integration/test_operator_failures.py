@@ -8,9 +8,7 @@ import os
 from typing import Any
 
 import pytest
-from conftest import Artifacts, ClusterHandle, claim_dir, files_digest
-from test_operator_lifecycle import pvc_spec, unique_repo
-from waiting import wait_until
+from support import Artifacts, ClusterHandle, claim_dir, files_digest, pvc_spec, unique_repo, wait_until
 
 
 def fetch_pod_count(artifacts: Artifacts) -> int:

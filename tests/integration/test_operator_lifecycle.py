@@ -6,24 +6,21 @@ import hashlib
 import json
 import time
 import urllib.request
-import uuid
 from typing import Any
 
-from conftest import MINILM_REPO, Artifacts, ClusterHandle, OperatorHandle, claim_dir, files_digest
-from waiting import wait_until
+from support import (
+    MINILM_REPO,
+    Artifacts,
+    ClusterHandle,
+    OperatorHandle,
+    claim_dir,
+    files_digest,
+    pvc_spec,
+    unique_repo,
+    wait_until,
+)
 
 MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-
-
-def unique_repo(prefix: str = "test") -> str:
-    return f"{prefix}/repo-{uuid.uuid4().hex[:8]}"
-
-
-def pvc_spec(hub: Any, repo: str, **source: Any) -> dict[str, Any]:
-    return {
-        "source": {"huggingFace": {"repo": repo, "endpoint": hub.url, **source}},
-        "storage": {"persistentVolumeClaim": {"claimName": "models", "create": {"size": "2Gi"}}},
-    }
 
 
 def test_minilm_on_a_claim_becomes_ready_with_a_verified_digest(

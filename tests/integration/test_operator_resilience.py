@@ -7,9 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from conftest import Artifacts, ClusterHandle
-from test_operator_lifecycle import unique_repo
-from waiting import wait_until
+from support import Artifacts, ClusterHandle, unique_repo, wait_until
 
 SERVED_LABEL = "localdev.modeldepot.dev/podrunner"
 

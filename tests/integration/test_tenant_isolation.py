@@ -1,7 +1,7 @@
 """Tenant isolation on the real control plane (issue 7): each attack a ModelArtifact author could try
 is refused with a clear reason, and nothing of another artifact changes.
 
-Tenant namespaces here are Pod Security `restricted` (conftest.fresh_namespace): the apiserver's own
+Tenant namespaces here are Pod Security `restricted` (support.fresh_namespace): the apiserver's own
 admission proves that claim downloads need nothing more, and node-local downloads run in the
 operator's namespace.
 """
@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import (
+from support import (
     KUBECTL,
     OPERATOR_NAMESPACE,
     Artifacts,
     ClusterHandle,
     claim_dir,
     files_digest,
+    unique_repo,
+    wait_until,
 )
-from test_operator_lifecycle import unique_repo
-from waiting import wait_until
 
 from localdev.cluster import ensure_binaries
 from modeldepot import builders

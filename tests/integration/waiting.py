@@ -1,23 +1,5 @@
-"""Polling helper for integration tests: wait for a condition with a deadline and a useful failure."""
+"""Kept for tests not yet moved to support.py (test_real_node.py): `wait_until` lives in support.py."""
 
-from __future__ import annotations
+from support import wait_until
 
-import time
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
-
-
-def wait_until(
-    probe: Callable[[], T | None], *, timeout: float = 60, interval: float = 0.25, what: str = "condition"
-) -> T:
-    """Call `probe` until it returns something truthy; fail with the last value seen after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+__all__ = ["wait_until"]
