@@ -212,7 +212,13 @@ class RealNode:
         ensure_built()
         cluster_state = self.cluster.up()
         state = NodeState.load(self.state_file)
-        if state and all(pid_alive(p) for p in state.pids.values()) and len(state.pids) == 2:
+        if (
+            state
+            and len(state.pids) == 2
+            and all(pid_alive(p) for p in state.pids.values())
+            # a restarted control plane listens on a new port: the kubeconfig and DNAT are stale
+            and state.apiserver_port == cluster_state.apiserver_port
+        ):
             self._wait_ready(state)
             log(f"already running: node {NODE_NAME}")
             return state

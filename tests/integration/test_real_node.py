@@ -204,7 +204,10 @@ def test_pod_runs_restricted_to_completion_and_kubectl_logs_reads_it(
 
     pod = wait_until(finished, timeout=90, what="the probe pod to finish")
     logs = real_node.kubectl("-n", ns, "logs", "probe")
-    assert logs.returncode == 0, logs.stderr
+    assert logs.returncode == 0, (
+        f"{logs.stderr.strip()} (an API server started without --kubelet-client-certificate, i.e."
+        " before localdev.cluster passed it, cannot talk to kubelets: restart that control plane)"
+    )
     print(logs.stdout, file=sys.stderr)
     assert pod.status.phase == "Succeeded", (pod.status, logs.stdout)
     assert pod.spec.node_name == realnode.NODE_NAME
