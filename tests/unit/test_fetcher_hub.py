@@ -9,7 +9,8 @@ import pytest
 
 from localdev.hubemu import FileSpec, HubEmulator
 from modeldepot import errors
-from modeldepot.fetcher.hub import HubClient, _check_relative_path
+from modeldepot.fetcher.hub import HubClient
+from modeldepot.fetcher.remote import check_remote_path
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ def test_invalid_repo_type() -> None:
 @pytest.mark.parametrize("path", ["/abs", "a/../b", ".modeldepot/x", "a//b", "./a"])
 def test_unsafe_paths_are_rejected(path: str) -> None:
     with pytest.raises(errors.InvalidSpecError):
-        _check_relative_path(path)
+        check_remote_path(path)
 
 
 def test_download_headers_carry_token_only_when_set(

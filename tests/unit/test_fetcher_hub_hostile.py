@@ -17,7 +17,8 @@ from huggingface_hub.hf_api import RepoFile
 
 from localdev.hubemu import FileSpec, HubEmulator
 from modeldepot import errors
-from modeldepot.fetcher.hub import HubClient, _check_listed_file, check_remote_path, resolve_token
+from modeldepot.fetcher.hub import HubClient, _check_listed_file, resolve_token
+from modeldepot.fetcher.remote import check_remote_path
 
 GOOD_OID = "a" * 40
 GOOD_SHA = "b" * 64

@@ -4,7 +4,7 @@ The digest is `"sha256:" + sha256("".join(f"{path}\\t{size}\\t{sha256}\\n" ...))
 sorted by their UTF-8 path bytes; nothing under `.modeldepot/` takes part.
 
 This canonical form is unambiguous: a path never contains a tab or a newline, because the fetcher
-refuses every file name with a control character (C0 or DEL, `hub.check_remote_path`), a size is
+refuses every file name with a control character (C0 or DEL, `remote.check_remote_path`), a size is
 a non-negative decimal integer and a sha256 is hex. `compute_digest` (and so `Manifest.digest`)
 raises ValueError for an entry that breaks this, and `Manifest.from_dict` refuses one, so two
 different file sets can never share a digest by playing with separators.
