@@ -1,12 +1,17 @@
 # syntax=docker/dockerfile:1.7
 # Model Depot: one image for `modeldepot operator` (the kopf operator), `modeldepot fetch` (the
-# download Job) and `modeldepot cleanup` (the cleanup Job).
+# download Job), `modeldepot cleanup` (the cleanup Job) and `modeldepot prepare` (the node-local
+# fetch Job's init container).
 #
 #   docker build -t ghcr.io/modeldepot/modeldepot:0.1.0 .
 #
-# The base is pinned by the multi-platform index digest of python:3.11.13-slim-bookworm (Debian 12,
-# so /bin/sh exists: the node-local fetch Job's `prepare` init container runs `/bin/sh -c`).
-# Bump tag and digest together, e.g. with Renovate or `docker buildx imagetools inspect`.
+# `make image` builds this same file with buildah, on a Debian base built offline and passed as
+# PYTHON_IMAGE (hack/build-image.sh). Runtime dependencies come from requirements.lock.
+#
+# The base is pinned by the multi-platform index digest of python:3.11.13-slim-bookworm (Debian 12).
+# No container runs a shell (every one runs `modeldepot ...`), but /bin/sh stays in the image for
+# debugging (`kubectl exec`); the final stage checks it is there. Bump tag and digest together, e.g.
+# with Renovate or `docker buildx imagetools inspect`.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 # ---------------------------------------------------------------------------------------- build
@@ -15,11 +20,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# Only what the wheel needs (see .dockerignore): metadata first, then the package.
+# Wheels of every dependency, exactly as locked: each download is checked against its sha256
+# (regenerate the lock with hack/lock-requirements.sh). This layer stays cached until the lock changes.
+COPY requirements.lock ./
+RUN pip wheel --wheel-dir /wheels --require-hashes -r requirements.lock
+# Only what the project's wheel needs (see .dockerignore): metadata, then the package. --no-deps: its
+# dependencies are the locked wheels above, so the final stage installs offline from /wheels only.
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-# The project's wheel plus wheels of every dependency, so the final stage installs offline.
-RUN pip wheel --wheel-dir /wheels . \
+RUN pip wheel --wheel-dir /wheels --no-deps . \
  && ls /wheels
 
 # ---------------------------------------------------------------------------------------- final
