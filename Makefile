@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/hack
 export MODELDEPOT_CACHE := $(CACHE)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help venv tools lint typecheck unit integration test demo bench cluster-up cluster-down clean crds-sync
+.PHONY: help venv tools lint typecheck unit integration test demo bench image cluster-up cluster-down clean crds-sync
 
 help:
 	@echo "make demo          local control plane + operator + local Hub, watch a model become Ready"
@@ -17,6 +17,7 @@ help:
 	@echo "make cluster-up    start the local control plane (.cluster/kubeconfig)"
 	@echo "make cluster-down  stop it (only the processes it started)"
 	@echo "make bench         modeldepot fetch vs hf download, side by side"
+	@echo "make image         build the image from ./Dockerfile with buildah (OCI archive in the cache)"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +61,9 @@ demo: tools
 
 bench: tools
 	$(PY) bench/run.py
+
+image:
+	bash hack/build-image.sh
 
 clean: cluster-down
 	rm -rf .cluster bench/results
