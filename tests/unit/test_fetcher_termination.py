@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modeldepot.fetcher.run import TERMINATION_MESSAGE_BYTES, FetchResult, write_termination_message
+from modeldepot.fetcher.job import TERMINATION_MESSAGE_BYTES, FetchResult, write_termination_message
 
 COMPLETE = {
     "phase": "Ready",

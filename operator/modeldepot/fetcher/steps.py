@@ -1,0 +1,303 @@
+"""The steps of one fetch, in the order `run._fetch_into` takes them.
+
+```
+resolve_snapshot      the revision's commit and the selected files (progress knows the totals)
+already_published     that very selection is the published copy: point at it, nothing to fetch
+start_staging         the version to build and its staging directory (stray files removed)
+reuse_verified        files already in place: verified in an earlier run (partial.json) or the
+                      same content in the published copy (hard-linked); the rest is to transfer
+check_free_space      InsufficientStorage before a byte is downloaded
+transfer_missing      download, hash and verify the rest; each verified file is recorded
+publish_version       manifest, store, symlink swap (layout.publish)
+```
+Pure helpers beside them (`same_selection`, `find_reusable`, `bytes_still_needed`,
+`require_free_space`, `transfer_item`, `manifest_of`, `ready_result`) decide; the steps do the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modeldepot import errors
+from modeldepot.fetcher.job import FetchRequest, FetchResult
+from modeldepot.fetcher.layout import Layout, PartialState
+from modeldepot.fetcher.manifest import FileEntry, Manifest
+from modeldepot.fetcher.progress import ProgressTracker
+from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
+from modeldepot.fetcher.safefs import Dir, Location
+from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem, VerifiedFile, git_blob_id
+from modeldepot.settings import FetchSettings
+
+if TYPE_CHECKING:
+    from modeldepot.fetcher.hub import HubClient
+
+log = logging.getLogger(__name__)
+
+Published = tuple[Dir, Manifest]
+"""The open store directory of the published version, and its manifest."""
+
+
+@dataclass
+class Staged:
+    """A version being built: where, and which files are in place or still to transfer."""
+
+    version: str
+    staging: Dir
+    partial: PartialState
+    entries: dict[str, FileEntry] = field(default_factory=dict)
+    """Verified files, by path."""
+    items: list[TransferItem] = field(default_factory=list)
+    """Files to transfer."""
+    reused: int = 0
+    """Files hard-linked (or copied) from the published copy."""
+
+
+# -- resolve ----------------------------------------------------------------------------------
+
+
+def resolve_snapshot(
+    hub: HubClient, request: FetchRequest, tracker: ProgressTracker, cancel: threading.Event
+) -> RepoSnapshot:
+    """The commit and the selected files; progress learns the totals. Interrupted if stopped meanwhile."""
+    tracker.phase = "Downloading"  # summary: "Resolving files" until the plan is known
+    snap = hub.snapshot(
+        request.repo_id,
+        revision=request.revision,
+        repo_type=request.repo_type,
+        include=request.include,
+        exclude=request.exclude,
+    )
+    tracker.resolved_revision = snap.commit
+    tracker.plan(bytes_total=snap.total_bytes, files_total=len(snap.files))
+    if cancel.is_set():
+        raise errors.InterruptedFetchError("stop requested before the download started")
+    return snap
+
+
+# -- the published copy -----------------------------------------------------------------------
+
+
+def same_selection(manifest: Manifest, snap: RepoSnapshot) -> bool:
+    """Whether `manifest` is exactly the snapshot's commit and files (sizes, LFS hashes)."""
+    if manifest.commit != snap.commit or len(manifest.files) != len(snap.files):
+        return False
+    have = {e.path: e for e in manifest.files}
+    for f in snap.files:
+        e = have.get(f.path)
+        if e is None or e.size != f.size or (f.sha256 is not None and e.sha256 != f.sha256.lower()):
+            return False
+    return True
+
+
+def ready_result(target: str, manifest: Manifest, downloaded: int = 0, reused: int = 0) -> FetchResult:
+    return FetchResult(
+        phase="Ready",
+        path=target,
+        commit=manifest.commit,
+        digest=manifest.digest,
+        total_bytes=manifest.total_bytes,
+        file_count=len(manifest.files),
+        downloaded_bytes=downloaded,
+        reused_files=reused,
+    )
+
+
+def already_published(
+    layout: Layout, snap: RepoSnapshot, current: tuple[str, Manifest] | None, tracker: ProgressTracker
+) -> FetchResult | None:
+    """If the published copy is this very selection: keep it (and drop other versions); else None."""
+    if current is None or not same_selection(current[1], snap):
+        return None
+    version, manifest = current
+    log.info("%s@%s is already published at %s; nothing to do", snap.repo_id, snap.commit[:12], layout.target)
+    layout.ensure_published(version)
+    tracker.add_bytes(snap.total_bytes, transferred=False)
+    tracker.files_done = len(snap.files)
+    return ready_result(str(layout.target), manifest)
+
+
+# -- staging and reuse ------------------------------------------------------------------------
+
+
+def start_staging(layout: Layout, snap: RepoSnapshot) -> Staged:
+    """The version to build, its staging directory (files not selected removed) and partial.json."""
+    version = layout.version_for(snap.commit)
+    staging = layout.prepare_staging(version, keep={f.path for f in snap.files})
+    return Staged(version, staging, PartialState(staging, snap.commit))
+
+
+def find_reusable(
+    f: RemoteFile, current: Published | None, by_sha: dict[tuple[str, int], FileEntry]
+) -> tuple[Location, FileEntry] | None:
+    """A file of the published version (a regular file, never a symlink) with exactly this content."""
+    if current is None:
+        return None
+    store, manifest = current
+    if f.sha256 is not None:
+        hit = by_sha.get((f.sha256.lower(), f.size))
+        candidates = [hit] if hit else []
+    else:
+        candidates = [e for e in manifest.files if e.path == f.path and e.size == f.size]
+    for entry in candidates:
+        try:
+            source = store / entry.path
+            st = source.stat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+                continue
+            # Small (non-LFS) files are known only by their git blob id: check it on the local copy.
+            if f.sha256 is None and git_blob_id(source.read_bytes()) != f.blob_id:
+                continue
+        except (OSError, errors.PathConflictError, errors.InvalidSpecError):
+            continue
+        return source, FileEntry(f.path, f.size, entry.sha256)
+    return None
+
+
+def transfer_item(f: RemoteFile, staging: Dir) -> TransferItem:
+    """The download of `f` into its place in staging."""
+    return TransferItem(
+        path=f.path, url=f.url, dest=staging / f.path, size=f.size, blob_id=f.blob_id, sha256=f.sha256
+    )
+
+
+def reuse_verified(
+    layout: Layout,
+    snap: RepoSnapshot,
+    staged: Staged,
+    current: tuple[str, Manifest] | None,
+    tracker: ProgressTracker,
+) -> None:
+    """Fill `staged.entries` with files already in place and `staged.items` with the rest.
+
+    In place: verified by an earlier run (partial.json), else the same content in the published
+    copy, hard-linked into staging. Both count as done in progress without a transfer.
+    """
+    published = None if current is None else (layout.open_store(current[0]), current[1])
+    by_sha = {} if current is None else {(e.sha256, e.size): e for e in current[1].files}
+    for f in snap.files:
+        entry = staged.partial.verified(f.path, f.size, f.sha256)
+        if entry is None and (hit := find_reusable(f, published, by_sha)) is not None:
+            source, entry = hit
+            layout.link_into_staging(source, staged.staging, f.path)
+            staged.partial.record(entry)
+            staged.reused += 1
+        if entry is not None:
+            staged.entries[f.path] = entry
+            tracker.add_bytes(f.size, transferred=False)
+            tracker.file_done()
+        else:
+            staged.items.append(transfer_item(f, staged.staging))
+    staged.partial.flush()
+
+
+# -- space --------------------------------------------------------------------------------------
+
+
+def bytes_still_needed(size: int, have: int) -> int:
+    """Bytes a file of `size` still needs when `have` are in staging (more than `size`: all of it)."""
+    return size - have if have <= size else size
+
+
+def require_free_space(needed: int, free: int, root: Path) -> None:
+    """InsufficientStorage when `needed` bytes exceed the `free` bytes under `root`."""
+    if needed > free:
+        raise errors.InsufficientStorageError(
+            f"{needed} more bytes are needed under {root} but only {free} are free"
+        )
+
+
+def check_free_space(layout: Layout, items: Iterable[TransferItem]) -> None:
+    """InsufficientStorage unless the storage root has room for the bytes still missing."""
+    needed = 0
+    for item in items:
+        try:
+            have = item.dest.stat().st_size
+        except OSError:
+            have = 0
+        needed += bytes_still_needed(item.size, have)
+    require_free_space(needed, layout.free_bytes(), layout.root)
+
+
+def log_plan(snap: RepoSnapshot, staged: Staged) -> None:
+    log.info(
+        "%s@%s: %d files, %d bytes; %d already in place (%d reused from the published copy), %d to fetch",
+        snap.repo_id,
+        snap.commit[:12],
+        len(snap.files),
+        snap.total_bytes,
+        len(staged.entries),
+        staged.reused,
+        len(staged.items),
+    )
+
+
+# -- transfer and publish -----------------------------------------------------------------------
+
+
+def transfer_missing(
+    hub: HubClient,
+    staged: Staged,
+    *,
+    concurrency: int,
+    settings: FetchSettings,
+    tracker: ProgressTracker,
+    cancel: threading.Event,
+) -> int:
+    """Download and verify `staged.items` into staging, recording each; the bytes downloaded."""
+    if not staged.items:
+        return 0
+
+    def on_file(v: VerifiedFile) -> None:
+        staged.partial.record(FileEntry(v.path, v.size, v.sha256))
+        tracker.file_done()
+
+    downloaded = 0
+    headers = hub.download_headers()
+    with Transfer(
+        headers=headers,
+        concurrency=concurrency,
+        chunk_size=settings.chunk_size,
+        retry=RetryPolicy(settings.max_retries, settings.backoff_base, settings.backoff_max),
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        cancel=cancel,
+        on_bytes=tracker.add_bytes,
+        on_adjust=lambda n: tracker.add_bytes(n, transferred=False),
+        on_file=on_file,
+        stop_grace=settings.stop_grace,
+        fsync=settings.fsync,
+        min_bytes_per_second=settings.min_bytes_per_second,
+        stall_window=settings.stall_window,
+    ) as transfer:
+        try:
+            for v in transfer.fetch_all(staged.items):
+                staged.entries[v.path] = FileEntry(v.path, v.size, v.sha256)
+                downloaded += v.size
+        finally:
+            staged.partial.flush()
+    return downloaded
+
+
+def manifest_of(snap: RepoSnapshot, entries: dict[str, FileEntry]) -> Manifest:
+    """The manifest of the snapshot's files, as verified (`KeyError` if one is missing)."""
+    return Manifest(
+        repo=snap.repo_id,
+        repo_type=snap.repo_type,
+        revision=snap.revision,
+        commit=snap.commit,
+        files=[entries[f.path] for f in snap.files],
+    )
+
+
+def publish_version(layout: Layout, snap: RepoSnapshot, staged: Staged, *, fsync: bool) -> Manifest:
+    """Write the manifest, move staging into the store and swap the symlink."""
+    manifest = manifest_of(snap, staged.entries)
+    layout.publish(staged.version, manifest, fsync=fsync)
+    log.info("published %s@%s at %s (%s)", snap.repo_id, snap.commit[:12], layout.target, manifest.digest)
+    return manifest
