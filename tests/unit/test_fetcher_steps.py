@@ -17,7 +17,7 @@ from modeldepot.fetcher.manifest import FileEntry, Manifest
 from modeldepot.fetcher.progress import ProgressTracker
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir
-from modeldepot.fetcher.transfer import git_blob_id
+from modeldepot.fetcher.verify import git_blob_id
 
 C1, C2 = "1" * 40, "2" * 40
 

@@ -16,7 +16,8 @@ from localdev.hubemu import HubEmulator
 from modeldepot import errors
 from modeldepot.fetcher.hub import HubClient
 from modeldepot.fetcher.safefs import Dir
-from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem, _write, git_blob_id
+from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem, _write
+from modeldepot.fetcher.verify import git_blob_id
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 

@@ -31,7 +31,8 @@ from modeldepot.fetcher.manifest import FileEntry, Manifest
 from modeldepot.fetcher.progress import ProgressTracker
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir, Location
-from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem, VerifiedFile, git_blob_id
+from modeldepot.fetcher.transfer import RetryPolicy, Transfer
+from modeldepot.fetcher.verify import TransferItem, VerifiedFile, git_blob_id
 from modeldepot.settings import FetchSettings
 
 if TYPE_CHECKING:

@@ -6,26 +6,29 @@ existing partial file is hashed first and continued with `Range: bytes=N-`; if t
 200 instead of 206 the file restarts from zero. Transient failures (connection errors, 5xx, 429)
 are retried with exponential backoff, continuing from the bytes already written. Files run in a
 bounded thread pool over one shared connection pool.
+
+What a file must hash to and the running hashes are in `verify`; what an answer means (retry,
+restart, which error) and the backoff are in `retry`. This module is the I/O between them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import errno
-import hashlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 import httpcore
 import httpx
 
 from modeldepot import errors
-from modeldepot.fetcher.safefs import Location
+from modeldepot.fetcher.retry import Restart, RetryPolicy, Transient, status_error
+from modeldepot.fetcher.verify import FileState, TransferItem, VerifiedFile
+
+__all__ = ["RetryPolicy", "Transfer", "TransferItem", "VerifiedFile"]
 
 log = logging.getLogger(__name__)
 
@@ -43,106 +46,6 @@ def _tune_httpcore() -> None:
     cls = getattr(conn, "HTTP11Connection", None)
     if cls is not None and getattr(cls, "READ_NUM_BYTES", _SOCKET_READ) < _SOCKET_READ:
         cls.READ_NUM_BYTES = _SOCKET_READ
-
-
-@dataclass(frozen=True)
-class TransferItem:
-    """One file to bring into `dest`, and what it must hash to.
-
-    `dest` is a `safefs.Location`: every access resolves it beneath the staging directory without
-    following symlinks (the storage root is shared with other tenants).
-    """
-
-    path: str
-    url: str
-    dest: Location
-    size: int
-    blob_id: str
-    sha256: str | None
-    """Expected sha256 (LFS files); None: verify against `blob_id`."""
-
-
-@dataclass(frozen=True)
-class VerifiedFile:
-    path: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_retries: int = 6
-    backoff_base: float = 0.5
-    backoff_max: float = 20.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(self.backoff_max, max(0.0, retry_after))
-        return float(min(self.backoff_max, self.backoff_base * 2**attempt) * (0.5 + random.random() / 2))
-
-
-class _Transient(Exception):
-    """A retryable failure of one attempt; `error` is what to raise when retries run out."""
-
-    def __init__(
-        self, error: errors.ModelDepotError, retry_after: float | None = None, *, stalled: bool = False
-    ) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
-        self.stalled = stalled
-        """Cut for being below the throughput floor: counts against the retries even if bytes came."""
-
-
-class _Restart(Exception):
-    """The server ignored our Range; start the file over."""
-
-
-class _Hashers:
-    def __init__(self, item: TransferItem) -> None:
-        self.sha256 = hashlib.sha256()
-        self.sha1: Any = None
-        if item.sha256 is None:
-            self.sha1 = hashlib.sha1(usedforsecurity=False)
-            self.sha1.update(b"blob %d\0" % item.size)
-
-    def update(self, data: bytes | bytearray) -> None:
-        self.sha256.update(data)
-        if self.sha1 is not None:
-            self.sha1.update(data)
-
-
-def git_blob_id(data: bytes) -> str:
-    """The git object id of a blob with this content."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _status_error(item: TransferItem, response: httpx.Response) -> Exception:
-    """The error for a non-success response: `_Transient` for retryable statuses."""
-    status = response.status_code
-    code = response.headers.get("x-error-code", "")
-    where = f"{item.path} (HTTP {status})"
-    if status == 429 or status >= 500:
-        return _Transient(
-            errors.HubUnavailableError(f"the Hub failed to serve {where}"), _retry_after(response)
-        )
-    if status in (401, 403) or code == "GatedRepo":
-        return errors.UnauthorizedError(f"the Hub refused access to {where}")
-    if code == "RepoNotFound":
-        return errors.RepoNotFoundError(f"repository not found while downloading {where}")
-    if code == "RevisionNotFound":
-        return errors.RevisionNotFoundError(f"revision not found while downloading {where}")
-    if status == 404:
-        return errors.EntryNotFoundError(f"file not found on the Hub: {where}")
-    return errors.DownloadFailedError(f"unexpected response for {where}")
 
 
 def _write(fh: IO[bytes], data: bytes | bytearray, item: TransferItem) -> None:
@@ -236,7 +139,7 @@ class Transfer:
             # Maybe an earlier segment is what is wrong (e.g. a partial file of an old run): once from zero.
             log.warning("%s: resumed data did not verify; downloading it again from zero", item.path)
             self._on_adjust(-item.size)
-            state = _FileState(item)
+            state = FileState(item)
             self._download(state)
             result = state.verified()
         if result is None:
@@ -252,9 +155,9 @@ class Transfer:
         self._on_file(result)
         return result
 
-    def _open_partial(self, item: TransferItem) -> _FileState:
+    def _open_partial(self, item: TransferItem) -> FileState:
         """Hash the bytes already in `dest` (dropping them if they cannot be a prefix)."""
-        state = _FileState(item)
+        state = FileState(item)
         try:
             have = item.dest.stat().st_size
         except FileNotFoundError:
@@ -273,7 +176,7 @@ class Transfer:
             log.info("%s: resuming at byte %d of %d", item.path, state.offset, item.size)
         return state
 
-    def _download(self, state: _FileState) -> None:
+    def _download(self, state: FileState) -> None:
         item = state.item
         if item.size == 0:
             # Empty files need no request; just create (or truncate) the staging file.
@@ -285,7 +188,7 @@ class Transfer:
             start = state.offset
             try:
                 self._stream(state)
-            except _Restart:
+            except Restart:
                 log.warning("%s: unusable answer to a Range request; restarting the file", item.path)
                 self._on_adjust(-state.offset)
                 state.reset()
@@ -294,7 +197,7 @@ class Transfer:
                     raise errors.DownloadFailedError(
                         f"{item.path}: cannot resume (Range not honoured)"
                     ) from None
-            except _Transient as exc:
+            except Transient as exc:
                 # Real progress resets the count; a stall or a connection that brings only a few
                 # bytes does not, so a hostile server cannot keep one file going for ever.
                 if not exc.stalled and (state.offset - start >= min(self._progress_floor, item.size - start)):
@@ -306,8 +209,8 @@ class Transfer:
                 attempt += 1
                 self.cancel.wait(delay)
 
-    def _stream(self, state: _FileState) -> None:
-        """One GET from `state.offset` to the end. Raises `_Transient` / `_Restart` / permanent errors."""
+    def _stream(self, state: FileState) -> None:
+        """One GET from `state.offset` to the end. Raises `Transient` / `Restart` / permanent errors."""
         item = state.item
         offset = state.offset
         headers = {"range": f"bytes={offset}-"} if offset else {}
@@ -327,9 +230,9 @@ class Transfer:
                         and not response.headers.get("content-range", "").startswith(f"bytes {offset}-")
                     )
                 ):
-                    raise _Restart()
+                    raise Restart()
                 if status not in (200, 206):
-                    raise _status_error(item, response)
+                    raise status_error(item.path, status, response.headers)
                 with item.dest.open("r+b" if offset else "wb", buffering=0) as fh:
                     fh.seek(offset)
                     fh.truncate()
@@ -340,13 +243,13 @@ class Transfer:
                 if isinstance(exc, httpx.ConnectError)
                 else errors.DownloadFailedError
             )
-            raise _Transient(kind(f"{item.path}: {type(exc).__name__}: {exc}")) from None
+            raise Transient(kind(f"{item.path}: {type(exc).__name__}: {exc}")) from None
         if state.offset < item.size:
-            raise _Transient(
+            raise Transient(
                 errors.DownloadFailedError(f"{item.path}: connection closed at byte {state.offset}")
             )
 
-    def _copy_body(self, state: _FileState, response: httpx.Response, fh: IO[bytes]) -> None:
+    def _copy_body(self, state: FileState, response: httpx.Response, fh: IO[bytes]) -> None:
         """Write and hash the body in `chunk_size` batches (few, large syscalls and hash calls).
 
         Network-sized pieces are gathered here rather than by `iter_raw(chunk_size)`, whose buffer
@@ -396,7 +299,7 @@ class Transfer:
             flush()
         self._check_stop()
         if stalled is not None:
-            raise _Transient(
+            raise Transient(
                 errors.DownloadFailedError(f"{item.path}: stalled at byte {state.offset}, {stalled}"),
                 stalled=True,
             )
@@ -457,28 +360,3 @@ class Transfer:
         if first_error is not None:
             raise first_error
         return results
-
-
-class _FileState:
-    """Bytes of one file written and hashed so far."""
-
-    def __init__(self, item: TransferItem) -> None:
-        self.item = item
-        self.offset = 0
-        self.hashers = _Hashers(item)
-        self.segments = 0
-        """Responses that contributed bytes (more than one: the file was assembled from ranges)."""
-
-    def reset(self) -> None:
-        self.offset = 0
-        self.hashers = _Hashers(self.item)
-
-    def verified(self) -> VerifiedFile | None:
-        if self.offset != self.item.size:
-            return None
-        sha256 = self.hashers.sha256.hexdigest()
-        if self.item.sha256 is not None:
-            ok = sha256 == self.item.sha256.lower()
-        else:
-            ok = self.hashers.sha1 is not None and self.hashers.sha1.hexdigest() == self.item.blob_id.lower()
-        return VerifiedFile(self.item.path, self.item.size, sha256) if ok else None

@@ -1,0 +1,74 @@
+"""When a download attempt is tried again: the backoff policy and what an HTTP answer means.
+
+An attempt ends in one of three ways besides success: `Transient` (a retryable failure: 429, 5xx,
+a broken or stalled connection; it carries the error to raise when the retries run out and the
+server's `Retry-After`), `Restart` (the server did not honour our Range: the file starts over),
+or a permanent `modeldepot.errors` error (`status_error` maps the status and the Hub's
+`X-Error-Code`). `RetryPolicy` says how long to wait before the next attempt. Pure.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from modeldepot import errors
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(self.backoff_max, max(0.0, retry_after))
+        return float(min(self.backoff_max, self.backoff_base * 2**attempt) * (0.5 + random.random() / 2))
+
+
+class Transient(Exception):
+    """A retryable failure of one attempt; `error` is what to raise when retries run out."""
+
+    def __init__(
+        self, error: errors.ModelDepotError, retry_after: float | None = None, *, stalled: bool = False
+    ) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+        self.stalled = stalled
+        """Cut for being below the throughput floor: counts against the retries even if bytes came."""
+
+
+class Restart(Exception):
+    """The server ignored our Range; start the file over."""
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The `Retry-After` seconds of an answer (None if absent or not a number)."""
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def status_error(path: str, status: int, headers: Mapping[str, str]) -> Exception:
+    """The error for a non-success answer about `path`: `Transient` for retryable statuses.
+
+    `headers` are the answer's, looked up by lower-case name (httpx's are case-insensitive).
+    """
+    code = headers.get("x-error-code", "")
+    where = f"{path} (HTTP {status})"
+    if status == 429 or status >= 500:
+        return Transient(errors.HubUnavailableError(f"the Hub failed to serve {where}"), retry_after(headers))
+    if status in (401, 403) or code == "GatedRepo":
+        return errors.UnauthorizedError(f"the Hub refused access to {where}")
+    if code == "RepoNotFound":
+        return errors.RepoNotFoundError(f"repository not found while downloading {where}")
+    if code == "RevisionNotFound":
+        return errors.RevisionNotFoundError(f"revision not found while downloading {where}")
+    if status == 404:
+        return errors.EntryNotFoundError(f"file not found on the Hub: {where}")
+    return errors.DownloadFailedError(f"unexpected response for {where}")
