@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from modeldepot import errors
-from modeldepot.fetcher.layout import Layout, PartialState, default_root, is_version_name
+from modeldepot.fetcher.layout import Layout, default_root, is_version_name
 from modeldepot.fetcher.manifest import FileEntry, Manifest, digest_of_dir, sha256_of_file
+from modeldepot.fetcher.partial import PartialState
 from modeldepot.fetcher.safefs import Dir
 
 C1 = "1" * 40

@@ -1,5 +1,12 @@
 """On-disk layout of one artifact inside a storage root (docs/internals.md "On-disk layout").
 
+One module over ~400 lines, on purpose: it is one object, `Layout`, whose operations (claim,
+versions, staging, publish, cleanup) all work through the same open root directory, the same
+owner record under its lock and the same rule for which symlink is ours (`_version_of_link`);
+that shared private state is what makes them safe on a root shared with other tenants. Split
+across modules, each part would reach into the others' state. What has its own state is apart:
+`partial` (partial.json), `owners` (the records), `safefs` (the fd-relative filesystem).
+
 ```
 ROOT/P                                   -> relative symlink to .modeldepot/store/P/<version>
 ROOT/.modeldepot/store/P/<version>/...   published, verified files + .modeldepot/manifest.json
@@ -19,21 +26,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import logging
 import os
 import shutil
 import stat
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from shutil import copyfileobj
 
 from modeldepot import errors
 from modeldepot.fetcher import safefs
-from modeldepot.fetcher.manifest import MANIFEST_NAME, META_DIR, FileEntry, Manifest
+from modeldepot.fetcher.manifest import MANIFEST_NAME, META_DIR, Manifest
 from modeldepot.fetcher.owners import (
     LOCAL_OWNER,
     LockedRegistry,
@@ -43,15 +46,14 @@ from modeldepot.fetcher.owners import (
     describe_conflict,
     is_version_name,
 )
+from modeldepot.fetcher.partial import PARTIAL_REL
 from modeldepot.fetcher.safefs import Dir, Location
 
-__all__ = ["DEFAULT_ROOT", "Layout", "PartialState", "StagedFile", "default_root", "is_version_name"]
+__all__ = ["DEFAULT_ROOT", "Layout", "default_root", "is_version_name"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/data")
-PARTIAL_NAME = "partial.json"
-_PARTIAL_REL = f"{META_DIR}/{PARTIAL_NAME}"
 _MANIFEST_REL = f"{META_DIR}/{MANIFEST_NAME}"
 
 
@@ -60,77 +62,6 @@ def default_root(target: Path) -> Path:
     if DEFAULT_ROOT in target.parents:
         return DEFAULT_ROOT
     return target.parent
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    """A verified file in staging, as recorded in partial.json."""
-
-    size: int
-    sha256: str
-    mtime_ns: int
-
-
-class PartialState:
-    """`staging/P/<version>/.modeldepot/partial.json`: files of the staging dir already verified.
-
-    An entry is trusted only while the file keeps the recorded size and mtime. Saving is throttled
-    (`min_interval`) because it rewrites the whole file; `flush()` forces it.
-    """
-
-    def __init__(self, staging: Dir, commit: str, *, min_interval: float = 1.0) -> None:
-        self._dir = staging
-        self.commit = commit
-        self._min_interval = min_interval
-        self._lock = threading.Lock()
-        self._last_save = float("-inf")
-        self._dirty = False
-        self.files: dict[str, StagedFile] = {}
-        try:
-            data = json.loads(staging.read_bytes(_PARTIAL_REL))
-            if data.get("commit") == commit:
-                for path, f in data.get("files", {}).items():
-                    self.files[path] = StagedFile(int(f["size"]), str(f["sha256"]), int(f["mtimeNs"]))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, errors.PathConflictError):
-            pass
-
-    def verified(self, path: str, size: int, sha256: str | None) -> FileEntry | None:
-        """The entry if `path` is recorded as verified and still looks untouched on disk."""
-        rec = self.files.get(path)
-        if rec is None or rec.size != size or (sha256 is not None and rec.sha256 != sha256.lower()):
-            return None
-        try:
-            st = self._dir.lstat(path)
-        except (OSError, errors.PathConflictError):
-            return None
-        if not stat.S_ISREG(st.st_mode) or st.st_size != rec.size or st.st_mtime_ns != rec.mtime_ns:
-            return None
-        return FileEntry(path, rec.size, rec.sha256)
-
-    def record(self, entry: FileEntry) -> None:
-        mtime = self._dir.lstat(entry.path).st_mtime_ns
-        with self._lock:
-            self.files[entry.path] = StagedFile(entry.size, entry.sha256, mtime)
-            self._dirty = True
-            if time.monotonic() - self._last_save >= self._min_interval:
-                self._save_locked()
-
-    def flush(self) -> None:
-        with self._lock:
-            if self._dirty:
-                self._save_locked()
-
-    def _save_locked(self) -> None:
-        data = {
-            "commit": self.commit,
-            "files": {
-                p: {"size": f.size, "sha256": f.sha256, "mtimeNs": f.mtime_ns} for p, f in self.files.items()
-            },
-        }
-        self._dir.mkdir(META_DIR)
-        self._dir.write_atomic(_PARTIAL_REL, json.dumps(data).encode("utf-8"))
-        self._last_save = time.monotonic()
-        self._dirty = False
 
 
 class Layout:
@@ -363,7 +294,7 @@ class Layout:
                 raise errors.PathConflictError(f"{staging.path} was replaced during the download")
             staging.mkdir(META_DIR)
             staging.write_atomic(_MANIFEST_REL, manifest.to_json(), fsync=True)
-            staging.unlink(_PARTIAL_REL, missing_ok=True)
+            staging.unlink(PARTIAL_REL, missing_ok=True)
             if store_parent.exists(version):
                 # Left by a run that died between this rename and the symlink swap (never the published one).
                 if self.current_version() == version:

@@ -1,5 +1,12 @@
 """Filesystem access beneath a storage root that never follows a symlink.
 
+One module over ~400 lines, on purpose: it is the whole of one security rule (one name per
+system call, from its parent's directory fd, never following a symlink), and a reviewer should
+be able to check every operation that touches the shared root against that rule in one file.
+`Dir` (one class: each operation is a short method) and `Location` (a file below a `Dir`) share
+the same private helpers (`_parent`, `_fd_in_use`, `_open_regular`); splitting them would only
+spread the rule over files that must be audited together.
+
 A storage root (a shared claim, a node's host directory) is untrusted: other tenants may plant
 symlinks anywhere under it, at any time (DESIGN.md "Trust boundary"). So the fetcher never hands a
 path below the root to the kernel. Only the root itself is opened by path; every other path is

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 
 from modeldepot import errors
 from modeldepot.fetcher.job import FetchRequest, FetchResult
-from modeldepot.fetcher.layout import Layout, PartialState
+from modeldepot.fetcher.layout import Layout
 from modeldepot.fetcher.manifest import FileEntry, Manifest
+from modeldepot.fetcher.partial import PartialState
 from modeldepot.fetcher.progress import ProgressTracker
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir, Location
