@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/hack
 export MODELDEPOT_CACHE := $(CACHE)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help venv tools lint typecheck unit integration test demo bench image cluster-up cluster-down clean crds-sync
+.PHONY: help venv tools lint typecheck unit integration test demo bench image e2e cluster-up cluster-down clean crds-sync
 
 help:
 	@echo "make demo          local control plane + operator + local Hub, watch a model become Ready"
@@ -18,6 +18,7 @@ help:
 	@echo "make cluster-down  stop it (only the processes it started)"
 	@echo "make bench         modeldepot fetch vs hf download, side by side"
 	@echo "make image         build the image from ./Dockerfile with buildah (OCI archive in the cache)"
+	@echo "make e2e           the real-node tier (kubelet + containerd + runc), opt-in, needs root"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +65,12 @@ bench: tools
 
 image:
 	bash hack/build-image.sh
+
+# Opt-in until the tier-3 tests exist (issue 11): builds kubelet/containerd and the image once, then
+# proves a restricted pod on a real node. `make test` does not run it.
+e2e: tools image
+	bash hack/build-k8s.sh --real-node >/dev/null
+	MODELDEPOT_REAL_NODE=1 $(VENV)/bin/pytest tests/integration/test_real_node.py -q
 
 clean: cluster-down
 	rm -rf .cluster bench/results
