@@ -582,6 +582,12 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
         listing = self._ctr("-n", "k8s.io", "images", "ls", f"name=={image_ref(name)}").stdout.splitlines()
         return listing[1].split()[2] if len(listing) > 1 else "(not imported)"
 
+    def import_image(self, archive: Path) -> None:
+        """Import an OCI archive (e.g. `make image`'s) into the node's containerd (no registry here:
+        pods use `imagePullPolicy: Never`)."""
+        self._ctr("-n", "k8s.io", "images", "import", str(archive))
+        log(f"imported {archive.name}")
+
     def _import_images(self) -> None:
         for name in ("pause", "probe"):
             self._ctr("-n", "k8s.io", "images", "import", str(images_dir() / f"{name}.oci.tar"))

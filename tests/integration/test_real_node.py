@@ -264,3 +264,72 @@ def test_down_leaves_the_host_as_it_found_it(real_node: RealNodeHandle) -> None:
     rbac = client.RbacAuthorizationV1Api(real_node.core.api_client)
     assert realnode.RBAC_BINDING not in [b.metadata.name for b in rbac.list_cluster_role_binding().items]
     real_node.core.delete_namespace(ns, propagation_policy="Background")
+
+
+IMAGE_ARCHIVE = Path(os.environ.get("MODELDEPOT_CACHE", Path.home() / ".cache" / "modeldepot")) / "image"
+CHART = Path(__file__).resolve().parents[2] / "charts" / "modeldepot"
+
+
+def test_the_charts_operator_runs_in_our_image_as_uid_65532_read_only(
+    real_node: RealNodeHandle, restricted_namespace: str
+) -> None:
+    """`make image`'s image under the real kubelet, installed by the chart into a `restricted`
+    namespace: the operator starts as uid 65532 with a read-only root and its probes pass."""
+    archives = sorted(IMAGE_ARCHIVE.glob("modeldepot-*.oci.tar"))
+    assert archives, f"no image archive in {IMAGE_ARCHIVE}: run `make image` first (make e2e does)"
+    real_node.node.import_image(archives[-1])
+    ns = restricted_namespace
+    helm = [str(realnode.bin_dir() / "helm"), "--kubeconfig", str(real_node.node.cluster.kubeconfig)]
+    install = subprocess.run(
+        [
+            *helm, "install", "e2e", str(CHART), "-n", ns, "--wait=false",
+            "--set", "image.pullPolicy=Never",
+            "--set", "rbac.scope=namespaces",
+            "--set", "policy.admission.enabled=false",
+            "--take-ownership",
+            "--set-string", f"nodeSelector.{realnode.LABEL.replace('.', chr(92) + '.')}=true",
+            "--set", f"tolerations[0].key={realnode.LABEL}",
+            "--set", "tolerations[0].operator=Exists",
+            "--set", "tolerations[0].effect=NoSchedule",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    try:
+
+        def ready() -> Any:
+            pods = real_node.core.list_namespaced_pod(
+                ns, label_selector="app.kubernetes.io/instance=e2e"
+            ).items
+            for pod in pods:
+                conditions = {c.type: c.status for c in pod.status.conditions or []}
+                if conditions.get("Ready") == "True":
+                    return pod
+            return None
+
+        try:
+            pod = wait_until(ready, timeout=180, interval=2, what="the operator pod to be Ready (probes)")
+        except AssertionError:
+            described = real_node.kubectl("-n", ns, "describe", "pods")
+            logs = real_node.kubectl("-n", ns, "logs", "-l", "app.kubernetes.io/instance=e2e", "--tail=50")
+            raise AssertionError(f"{described.stdout[-3000:]}\n{logs.stdout}{logs.stderr}") from None
+        assert pod.spec.node_name == realnode.NODE_NAME
+        status = pod.status.container_statuses[0]
+        assert status.ready and status.restart_count == 0, status
+        container = pod.spec.containers[0]
+        assert container.security_context.read_only_root_filesystem is True
+        assert (
+            pod.spec.security_context.run_as_user == 65532 or container.security_context.run_as_user == 65532
+        )
+        logs = real_node.kubectl("-n", ns, "logs", pod.metadata.name)
+        assert logs.returncode == 0, logs.stderr
+        print(logs.stdout[-2000:], file=sys.stderr)
+        name = pod.metadata.name
+        whoami = real_node.kubectl(
+            "-n", ns, "exec", name, "--", "python", "-c", "import os; print(os.getuid())"
+        )
+        assert whoami.stdout.strip() == "65532", (whoami.stdout, whoami.stderr)
+        touch = real_node.kubectl("-n", ns, "exec", name, "--", "touch", "/opt/x")
+        assert touch.returncode != 0 and "Read-only file system" in touch.stderr, touch.stderr
+    finally:
+        subprocess.run([*helm, "uninstall", "e2e", "-n", ns, "--wait"], capture_output=True, timeout=300)
