@@ -333,3 +333,136 @@ def test_the_charts_operator_runs_in_our_image_as_uid_65532_read_only(
         assert touch.returncode != 0 and "Read-only file system" in touch.stderr, touch.stderr
     finally:
         subprocess.run([*helm, "uninstall", "e2e", "-n", ns, "--wait"], capture_output=True, timeout=300)
+
+
+def _bound_claim(real_node: RealNodeHandle, ns: str, directory: Path) -> None:
+    """A 1Gi claim bound to a hostPath volume on the real node (no provisioner runs there),
+    writable by the fetcher's uid (fsGroup does not apply to hostPath)."""
+    directory.mkdir(parents=True)
+    os.chown(directory, 65532, 65532)
+    pv_name = f"rn-{ns}"
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(directory), "type": "Directory"},
+            "claimRef": {"namespace": ns, "name": "models"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "In", "values": [realnode.NODE_NAME]}
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "models", "namespace": ns},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    for manifest in (volume, claim):
+        applied = real_node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        assert applied.returncode == 0, applied.stderr
+
+
+def test_a_claim_artifact_downloads_in_our_image_on_the_real_node(
+    real_node: RealNodeHandle, restricted_namespace: str, tmp_path: Path
+) -> None:
+    """The chart's operator (our image) downloads a repo from the Hub emulator into a claim, with
+    the fetch pod in our image under the real kubelet, in a `restricted` namespace; the bytes on
+    disk match the digest in status."""
+    from support import files_digest
+
+    from localdev.hubemu import HubEmulator
+
+    archives = sorted(IMAGE_ARCHIVE.glob("modeldepot-*.oci.tar"))
+    assert archives, f"no image archive in {IMAGE_ARCHIVE}: run `make image` first (make e2e does)"
+    real_node.node.import_image(archives[-1])
+    ns = restricted_namespace
+    # the fetch pod has no toleration for the real node's taint: keep it off the pod-runner nodes
+    # for this test by cordoning them, and lift the taint (both restored at the end)
+    others = [
+        n.metadata.name for n in real_node.core.list_node().items if n.metadata.name != realnode.NODE_NAME
+    ]
+    taint = f"{realnode.LABEL}=true:NoSchedule"
+    for name in others:
+        real_node.kubectl("cordon", name)
+    real_node.kubectl("taint", "node", realnode.NODE_NAME, f"{taint}-")
+    hub = HubEmulator(host=realnode.GATEWAY)  # the bridge's address: reachable from pods
+    hub.start()
+    helm = [str(realnode.bin_dir() / "helm"), "--kubeconfig", str(real_node.node.cluster.kubeconfig)]
+    try:
+        hub.add_repo_from_files("org/tiny", {"model.safetensors": (3_000_000, 1), "config.json": b"{}"})
+        install = subprocess.run(
+            [
+                *helm, "install", "dl", str(CHART), "-n", ns, "--wait=false", "--take-ownership",
+                "--set", "image.pullPolicy=Never",
+                "--set", "fetcher.imagePullPolicy=Never",
+                "--set", "rbac.scope=namespaces",
+                "--set", "policy.admission.enabled=false",
+                "--set", f"policy.allowedEndpoints={{{hub.url}}}",
+            ],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert install.returncode == 0, install.stderr
+        volume_dir = tmp_path / "volume"
+        _bound_claim(real_node, ns, volume_dir)
+        artifact = {
+            "apiVersion": "modeldepot.dev/v1alpha1",
+            "kind": "ModelArtifact",
+            "metadata": {"name": "tiny", "namespace": ns},
+            "spec": {
+                "source": {"huggingFace": {"repo": "org/tiny", "endpoint": hub.url}},
+                "storage": {"persistentVolumeClaim": {"claimName": "models"}},
+            },
+        }
+        assert real_node.kubectl("apply", "-f", "-", input=json.dumps(artifact)).returncode == 0
+        custom = client.CustomObjectsApi(real_node.core.api_client)
+
+        def ready() -> Any:
+            body = custom.get_namespaced_custom_object(
+                "modeldepot.dev", "v1alpha1", ns, "modelartifacts", "tiny"
+            )
+            status = body.get("status") or {}
+            return status if status.get("phase") in ("Ready", "Failed") else None
+
+        try:
+            status = wait_until(ready, timeout=240, interval=2, what="the artifact to finish")
+        except AssertionError:
+            described = real_node.kubectl("-n", ns, "describe", "pods,jobs,ma")
+            raise AssertionError(described.stdout[-4000:]) from None
+        assert status["phase"] == "Ready", status
+        assert status["digest"] == files_digest(volume_dir / "tiny")
+        pods = real_node.core.list_namespaced_pod(
+            ns, label_selector="app.kubernetes.io/name=modeldepot-fetcher"
+        )
+        (pod,) = pods.items
+        assert pod.spec.node_name == realnode.NODE_NAME
+        assert pod.status.container_statuses[0].state.terminated.exit_code == 0
+        fetch_logs = real_node.kubectl("-n", ns, "logs", pod.metadata.name)
+        assert "published" in fetch_logs.stderr + fetch_logs.stdout, fetch_logs.stdout[-2000:]
+        real_node.kubectl("-n", ns, "delete", "ma", "tiny", "--timeout=120s")
+        assert not (volume_dir / "tiny").exists()
+    finally:
+        subprocess.run([*helm, "uninstall", "dl", "-n", ns, "--wait"], capture_output=True, timeout=300)
+        real_node.kubectl("delete", "pv", f"rn-{ns}", "--wait=false")
+        hub.stop()
+        real_node.kubectl("taint", "node", realnode.NODE_NAME, taint, "--overwrite")
+        for name in others:
+            real_node.kubectl("uncordon", name)
