@@ -227,45 +227,6 @@ def test_pod_runs_restricted_to_completion_and_kubectl_logs_reads_it(
     assert not forwarding or forward_drops() > drops_before, "egress was forwarded, not dropped"
 
 
-def test_down_leaves_the_host_as_it_found_it(real_node: RealNodeHandle) -> None:
-    if not real_node.started_here:
-        pytest.skip("the real node was already up before this module: not ours to take down")
-    # a pod still running at `down`: its container, sandbox, netns, mounts and cgroups must go too
-    ns = f"rn-{uuid.uuid4().hex[:8]}"
-    real_node.core.create_namespace({"metadata": {"name": ns, "labels": RESTRICTED}})
-    wait_until(
-        lambda: any(
-            sa.metadata.name == "default" for sa in real_node.core.list_namespaced_service_account(ns).items
-        ),
-        timeout=30,
-        what="default ServiceAccount",
-    )
-    sleeper = probe_pod("sleeper", realnode.image_ref("pause"))
-    sleeper["spec"]["containers"][0].pop("args")
-    sleeper["spec"]["restartPolicy"] = "Always"
-    assert real_node.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(sleeper)).returncode == 0
-    wait_until(
-        lambda: real_node.core.read_namespaced_pod("sleeper", ns).status.phase == "Running",
-        timeout=60,
-        what="the sleeper pod to run",
-    )
-    during = host_snapshot(real_node.node)
-    assert during["bridge"] and during["mounts"] and during["cgroups"] and during["shims"], during
-
-    problems = real_node.node.down()
-    assert problems == []
-    after = host_snapshot(real_node.node)
-    changed = {
-        key: (real_node.before[key], after[key]) for key in after if after[key] != real_node.before[key]
-    }
-    assert not changed, changed
-    names = [n.metadata.name for n in real_node.core.list_node().items]
-    assert realnode.NODE_NAME not in names
-    rbac = client.RbacAuthorizationV1Api(real_node.core.api_client)
-    assert realnode.RBAC_BINDING not in [b.metadata.name for b in rbac.list_cluster_role_binding().items]
-    real_node.core.delete_namespace(ns, propagation_policy="Background")
-
-
 IMAGE_ARCHIVE = Path(os.environ.get("MODELDEPOT_CACHE", Path.home() / ".cache" / "modeldepot")) / "image"
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modeldepot"
 
@@ -466,3 +427,43 @@ def test_a_claim_artifact_downloads_in_our_image_on_the_real_node(
         real_node.kubectl("taint", "node", realnode.NODE_NAME, taint, "--overwrite")
         for name in others:
             real_node.kubectl("uncordon", name)
+
+
+# last: it takes the node down
+def test_down_leaves_the_host_as_it_found_it(real_node: RealNodeHandle) -> None:
+    if not real_node.started_here:
+        pytest.skip("the real node was already up before this module: not ours to take down")
+    # a pod still running at `down`: its container, sandbox, netns, mounts and cgroups must go too
+    ns = f"rn-{uuid.uuid4().hex[:8]}"
+    real_node.core.create_namespace({"metadata": {"name": ns, "labels": RESTRICTED}})
+    wait_until(
+        lambda: any(
+            sa.metadata.name == "default" for sa in real_node.core.list_namespaced_service_account(ns).items
+        ),
+        timeout=30,
+        what="default ServiceAccount",
+    )
+    sleeper = probe_pod("sleeper", realnode.image_ref("pause"))
+    sleeper["spec"]["containers"][0].pop("args")
+    sleeper["spec"]["restartPolicy"] = "Always"
+    assert real_node.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(sleeper)).returncode == 0
+    wait_until(
+        lambda: real_node.core.read_namespaced_pod("sleeper", ns).status.phase == "Running",
+        timeout=60,
+        what="the sleeper pod to run",
+    )
+    during = host_snapshot(real_node.node)
+    assert during["bridge"] and during["mounts"] and during["cgroups"] and during["shims"], during
+
+    problems = real_node.node.down()
+    assert problems == []
+    after = host_snapshot(real_node.node)
+    changed = {
+        key: (real_node.before[key], after[key]) for key in after if after[key] != real_node.before[key]
+    }
+    assert not changed, changed
+    names = [n.metadata.name for n in real_node.core.list_node().items]
+    assert realnode.NODE_NAME not in names
+    rbac = client.RbacAuthorizationV1Api(real_node.core.api_client)
+    assert realnode.RBAC_BINDING not in [b.metadata.name for b in rbac.list_cluster_role_binding().items]
+    real_node.core.delete_namespace(ns, propagation_policy="Background")
