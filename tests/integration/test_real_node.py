@@ -1,7 +1,8 @@
 """A real node (kubelet + containerd + runc + CNI, localdev.realnode) runs a pod as users' clusters do.
 
-Opt-in for now: set MODELDEPOT_REAL_NODE=1 (it needs root, builds kubelet and containerd once with
-`hack/build-k8s.sh --real-node`, and changes host state that `down` restores). The node joins the
+Runs when MODELDEPOT_REAL_NODE=1, as `make test` (through `make e2e`) sets it: it needs root, the
+binaries `hack/build-k8s.sh --real-node` builds once and `make image`'s archive, and changes host
+state that `down` restores. The node joins the
 cluster in MODELDEPOT_REAL_NODE_CLUSTER_DIR, else the default local cluster (.cluster/). If this
 module brought the node (or the cluster) up, it takes it down again and checks that the host is as
 it found it.
@@ -30,7 +31,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         os.environ.get("MODELDEPOT_REAL_NODE") != "1",
-        reason="the real-node tier is opt-in: MODELDEPOT_REAL_NODE=1 (needs root; see docs/testing.md)",
+        reason="the real-node tier runs under `make test`/`make e2e` (MODELDEPOT_REAL_NODE=1; see docs/testing.md)",
     ),
 ]
 
