@@ -430,6 +430,95 @@ def test_a_claim_artifact_downloads_in_our_image_on_the_real_node(
             real_node.kubectl("uncordon", name)
 
 
+def test_a_node_local_artifact_lands_in_the_real_host_path(
+    real_node: RealNodeHandle, restricted_namespace: str, tmp_path: Path
+) -> None:
+    """Node-local under a real kubelet: the Job runs in the operator's (privileged) namespace, the
+    root `prepare` step with only CHOWN/DAC_OVERRIDE creates the directories in the real host path,
+    the fetcher (uid 65532) publishes there, and the tenant namespace stays `restricted`."""
+    from support import files_digest
+
+    from localdev.hubemu import HubEmulator
+
+    archives = sorted(IMAGE_ARCHIVE.glob("modeldepot-*.oci.tar"))
+    assert archives, f"no image archive in {IMAGE_ARCHIVE}: run `make image` first (make e2e does)"
+    real_node.node.import_image(archives[-1])
+    tenant = restricted_namespace
+    home = f"rn-op-{uuid.uuid4().hex[:6]}"
+    real_node.core.create_namespace(
+        {"metadata": {"name": home, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+    )
+    root = tmp_path / "node-root"  # a real directory of this machine: the node's disk
+    hub = HubEmulator(host=realnode.GATEWAY)
+    hub.start()
+    helm = [str(realnode.bin_dir() / "helm"), "--kubeconfig", str(real_node.node.cluster.kubeconfig)]
+    try:
+        hub.add_repo_from_files("org/local", {"model.safetensors": (2_000_000, 2), "config.json": b"{}"})
+        install = subprocess.run(
+            [
+                *helm, "install", "nl", str(CHART), "-n", home, "--wait=false", "--take-ownership",
+                "--set", "image.pullPolicy=Never",
+                "--set", "fetcher.imagePullPolicy=Never",
+                "--set", "rbac.scope=namespaces",
+                "--set", f"rbac.namespaces={{{tenant}}}",
+                "--set", "policy.admission.enabled=false",
+                "--set", f"policy.allowedEndpoints={{{hub.url}}}",
+                "--set", f"policy.nodeLocal.roots={{{root}}}",
+                "--set", f"policy.nodeLocal.tolerationKeys={{{realnode.LABEL}}}",
+                "--set-string", f"nodeSelector.{realnode.LABEL.replace('.', chr(92) + '.')}=true",
+                "--set", f"tolerations[0].key={realnode.LABEL}",
+                "--set", "tolerations[0].operator=Exists",
+                "--set", "tolerations[0].effect=NoSchedule",
+            ],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert install.returncode == 0, install.stderr
+        artifact = {
+            "apiVersion": "modeldepot.dev/v1alpha1",
+            "kind": "ModelArtifact",
+            "metadata": {"name": "local", "namespace": tenant},
+            "spec": {
+                "source": {"huggingFace": {"repo": "org/local", "endpoint": hub.url}},
+                "storage": {
+                    "nodeLocal": {
+                        "path": str(root),
+                        "nodeSelector": {realnode.LABEL: "true"},
+                        "tolerations": [
+                            {"key": realnode.LABEL, "operator": "Exists", "effect": "NoSchedule"}
+                        ],
+                    }
+                },
+            },
+        }
+        assert real_node.kubectl("apply", "-f", "-", input=json.dumps(artifact)).returncode == 0
+        custom = client.CustomObjectsApi(real_node.core.api_client)
+
+        def finished() -> Any:
+            body = custom.get_namespaced_custom_object(
+                "modeldepot.dev", "v1alpha1", tenant, "modelartifacts", "local"
+            )
+            status = body.get("status") or {}
+            return status if status.get("phase") in ("Ready", "Failed") else None
+
+        try:
+            status = wait_until(finished, timeout=240, interval=2, what="the node-local artifact to finish")
+        except AssertionError:
+            described = real_node.kubectl("-n", home, "describe", "pods,jobs")
+            raise AssertionError(described.stdout[-4000:]) from None
+        assert status["phase"] == "Ready", status
+        published = root / tenant / "local"
+        assert published.is_symlink()
+        assert status["digest"] == files_digest(published)
+        assert (root / ".modeldepot").stat().st_uid == 65532  # created by prepare, handed to the fetcher
+        assert not real_node.core.list_namespaced_pod(tenant).items, "no pod in the tenant's namespace"
+        real_node.kubectl("-n", tenant, "delete", "ma", "local", "--timeout=120s")
+        assert not published.exists() and not published.is_symlink()
+    finally:
+        subprocess.run([*helm, "uninstall", "nl", "-n", home, "--wait"], capture_output=True, timeout=300)
+        real_node.core.delete_namespace(home, propagation_policy="Background")
+        hub.stop()
+
+
 # last: it takes the node down
 def test_down_leaves_the_host_as_it_found_it(real_node: RealNodeHandle) -> None:
     if not real_node.started_here:

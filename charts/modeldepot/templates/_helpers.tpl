@@ -117,6 +117,12 @@ in a tenant's namespace): the Jobs and pods, each node-local artifact's fetcher 
 its copy of the token Secret (kube.apply_secret, kube.delete_fetcher_objects).
 */}}
 {{- define "modeldepot.operatorNamespaceRules" -}}
+{{- if eq .Values.rbac.scope "namespaces" }}
+# kopf watches every namespace in MODELDEPOT_NAMESPACES, the release namespace included
+- apiGroups: [modeldepot.dev]
+  resources: [modelartifacts]
+  verbs: [get, list, watch]
+{{- end }}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create, delete]
