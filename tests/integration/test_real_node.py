@@ -10,6 +10,7 @@ it found it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
-from waiting import wait_until
+from support import RESTRICTED, ClusterHandle, fresh_namespace, wait_until
 
 from localdev import realnode
 from localdev.cluster import LocalCluster
@@ -36,10 +37,6 @@ pytestmark = [
 ]
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
 # CNI users other than us may create these meanwhile (buildah, another runtime): compared by our entries
 SHARED_PATHS = {"/var/lib/cni", "/etc/cni/net.d", "/run/netns"}
 
@@ -114,20 +111,86 @@ def real_node() -> Iterator[RealNodeHandle]:
 
 @pytest.fixture
 def restricted_namespace(real_node: RealNodeHandle) -> Iterator[str]:
-    name = f"rn-{uuid.uuid4().hex[:8]}"
-    core = real_node.core
-    core.create_namespace(
-        {"metadata": {"name": name, "labels": {"modeldepot.dev/test": "true", **RESTRICTED}}}
+    """A Pod Security `restricted` namespace of the real node's cluster (support.fresh_namespace)."""
+    handle = ClusterHandle(
+        real_node.node.cluster.kubeconfig,
+        real_node.node.cluster.root,
+        real_node.core.api_client,
+        realnode.bin_dir(),
     )
-    wait_until(
-        lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
-        timeout=30,
-        what=f"default ServiceAccount in {name}",
-    )
-    try:
+    with fresh_namespace(handle) as name:
         yield name
+
+
+@pytest.fixture(scope="module")
+def our_image(real_node: RealNodeHandle) -> None:
+    """`make image`'s archive, imported into the node's containerd once for the module."""
+    archives = sorted(IMAGE_ARCHIVE.glob("modeldepot-*.oci.tar"))
+    assert archives, f"no image archive in {IMAGE_ARCHIVE}: run `make image` first (make e2e does)"
+    real_node.node.import_image(archives[-1])
+
+
+@pytest.fixture(scope="module")
+def bridge_hub() -> Iterator[Any]:
+    """The Hub emulator on the bridge's address, where pods of the real node reach it."""
+    from localdev.hubemu import HubEmulator
+
+    hub = HubEmulator(host=realnode.GATEWAY)
+    hub.start()
+    try:
+        yield hub
     finally:
-        core.delete_namespace(name, propagation_policy="Background")
+        hub.stop()
+
+
+@contextlib.contextmanager
+def chart_installed(real_node: RealNodeHandle, release: str, namespace: str, *values: str) -> Iterator[None]:
+    """`helm install` of the chart with our image (never pulled), uninstalled afterwards."""
+    helm = [str(realnode.bin_dir() / "helm"), "--kubeconfig", str(real_node.node.cluster.kubeconfig)]
+    install = subprocess.run(
+        [
+            *helm, "install", release, str(CHART), "-n", namespace, "--wait=false", "--take-ownership",
+            "--set", "image.pullPolicy=Never",
+            "--set", "fetcher.imagePullPolicy=Never",
+            "--set", "rbac.scope=namespaces",
+            "--set", "policy.admission.enabled=false",
+            *values,
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    try:
+        yield
+    finally:
+        subprocess.run(
+            [*helm, "uninstall", release, "-n", namespace, "--wait"], capture_output=True, timeout=300
+        )
+
+
+ON_THE_REAL_NODE = (
+    "--set-string", f"nodeSelector.{realnode.LABEL.replace('.', chr(92) + '.')}=true",
+    "--set", f"tolerations[0].key={realnode.LABEL}",
+    "--set", "tolerations[0].operator=Exists",
+    "--set", "tolerations[0].effect=NoSchedule",
+)  # fmt: skip
+
+
+def finished_artifact(real_node: RealNodeHandle, namespace: str, name: str, *, jobs_namespace: str) -> Any:
+    """The artifact's status once Ready or Failed; on a timeout, what the pods and Jobs say."""
+    custom = client.CustomObjectsApi(real_node.core.api_client)
+
+    def finished() -> Any:
+        body = custom.get_namespaced_custom_object(
+            "modeldepot.dev", "v1alpha1", namespace, "modelartifacts", name
+        )
+        status = body.get("status") or {}
+        return status if status.get("phase") in ("Ready", "Failed") else None
+
+    try:
+        return wait_until(finished, timeout=240, interval=2, what=f"{name} to finish")
+    except AssertionError:
+        described = real_node.kubectl("-n", jobs_namespace, "describe", "pods,jobs")
+        raise AssertionError(described.stdout[-4000:]) from None
 
 
 def forward_drops() -> int:
@@ -232,32 +295,14 @@ IMAGE_ARCHIVE = Path(os.environ.get("MODELDEPOT_CACHE", Path.home() / ".cache" /
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modeldepot"
 
 
+@pytest.mark.usefixtures("our_image")
 def test_the_charts_operator_runs_in_our_image_as_uid_65532_read_only(
     real_node: RealNodeHandle, restricted_namespace: str
 ) -> None:
     """`make image`'s image under the real kubelet, installed by the chart into a `restricted`
     namespace: the operator starts as uid 65532 with a read-only root and its probes pass."""
-    archives = sorted(IMAGE_ARCHIVE.glob("modeldepot-*.oci.tar"))
-    assert archives, f"no image archive in {IMAGE_ARCHIVE}: run `make image` first (make e2e does)"
-    real_node.node.import_image(archives[-1])
     ns = restricted_namespace
-    helm = [str(realnode.bin_dir() / "helm"), "--kubeconfig", str(real_node.node.cluster.kubeconfig)]
-    install = subprocess.run(
-        [
-            *helm, "install", "e2e", str(CHART), "-n", ns, "--wait=false",
-            "--set", "image.pullPolicy=Never",
-            "--set", "rbac.scope=namespaces",
-            "--set", "policy.admission.enabled=false",
-            "--take-ownership",
-            "--set-string", f"nodeSelector.{realnode.LABEL.replace('.', chr(92) + '.')}=true",
-            "--set", f"tolerations[0].key={realnode.LABEL}",
-            "--set", "tolerations[0].operator=Exists",
-            "--set", "tolerations[0].effect=NoSchedule",
-        ],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert install.returncode == 0, install.stderr
-    try:
+    with chart_installed(real_node, "e2e", ns, *ON_THE_REAL_NODE):
 
         def ready() -> Any:
             pods = real_node.core.list_namespaced_pod(
@@ -293,8 +338,6 @@ def test_the_charts_operator_runs_in_our_image_as_uid_65532_read_only(
         assert whoami.stdout.strip() == "65532", (whoami.stdout, whoami.stderr)
         touch = real_node.kubectl("-n", ns, "exec", name, "--", "touch", "/opt/x")
         assert touch.returncode != 0 and "Read-only file system" in touch.stderr, touch.stderr
-    finally:
-        subprocess.run([*helm, "uninstall", "e2e", "-n", ns, "--wait"], capture_output=True, timeout=300)
 
 
 def _bound_claim(real_node: RealNodeHandle, ns: str, directory: Path) -> None:
@@ -343,19 +386,14 @@ def _bound_claim(real_node: RealNodeHandle, ns: str, directory: Path) -> None:
         assert applied.returncode == 0, applied.stderr
 
 
+@pytest.mark.usefixtures("our_image")
 def test_a_claim_artifact_downloads_in_our_image_on_the_real_node(
-    real_node: RealNodeHandle, restricted_namespace: str, tmp_path: Path
+    real_node: RealNodeHandle, restricted_namespace: str, bridge_hub: Any, tmp_path: Path
 ) -> None:
     """The chart's operator (our image) downloads a repo from the Hub emulator into a claim, with
     the fetch pod in our image under the real kubelet, in a `restricted` namespace; the bytes on
     disk match the digest in status."""
-    from support import files_digest
-
-    from localdev.hubemu import HubEmulator
-
-    archives = sorted(IMAGE_ARCHIVE.glob("modeldepot-*.oci.tar"))
-    assert archives, f"no image archive in {IMAGE_ARCHIVE}: run `make image` first (make e2e does)"
-    real_node.node.import_image(archives[-1])
+    hub = bridge_hub
     ns = restricted_namespace
     # the fetch pod has no toleration for the real node's taint: keep it off the pod-runner nodes
     # for this test by cordoning them, and lift the taint (both restored at the end)
@@ -366,23 +404,9 @@ def test_a_claim_artifact_downloads_in_our_image_on_the_real_node(
     for name in others:
         real_node.kubectl("cordon", name)
     real_node.kubectl("taint", "node", realnode.NODE_NAME, f"{taint}-")
-    hub = HubEmulator(host=realnode.GATEWAY)  # the bridge's address: reachable from pods
-    hub.start()
-    helm = [str(realnode.bin_dir() / "helm"), "--kubeconfig", str(real_node.node.cluster.kubeconfig)]
     try:
         hub.add_repo_from_files("org/tiny", {"model.safetensors": (3_000_000, 1), "config.json": b"{}"})
-        install = subprocess.run(
-            [
-                *helm, "install", "dl", str(CHART), "-n", ns, "--wait=false", "--take-ownership",
-                "--set", "image.pullPolicy=Never",
-                "--set", "fetcher.imagePullPolicy=Never",
-                "--set", "rbac.scope=namespaces",
-                "--set", "policy.admission.enabled=false",
-                "--set", f"policy.allowedEndpoints={{{hub.url}}}",
-            ],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert install.returncode == 0, install.stderr
+        allow = f"policy.allowedEndpoints={{{hub.url}}}"
         volume_dir = tmp_path / "volume"
         _bound_claim(real_node, ns, volume_dir)
         artifact = {
@@ -394,129 +418,84 @@ def test_a_claim_artifact_downloads_in_our_image_on_the_real_node(
                 "storage": {"persistentVolumeClaim": {"claimName": "models"}},
             },
         }
-        assert real_node.kubectl("apply", "-f", "-", input=json.dumps(artifact)).returncode == 0
-        custom = client.CustomObjectsApi(real_node.core.api_client)
-
-        def ready() -> Any:
-            body = custom.get_namespaced_custom_object(
-                "modeldepot.dev", "v1alpha1", ns, "modelartifacts", "tiny"
-            )
-            status = body.get("status") or {}
-            return status if status.get("phase") in ("Ready", "Failed") else None
-
-        try:
-            status = wait_until(ready, timeout=240, interval=2, what="the artifact to finish")
-        except AssertionError:
-            described = real_node.kubectl("-n", ns, "describe", "pods,jobs,ma")
-            raise AssertionError(described.stdout[-4000:]) from None
-        assert status["phase"] == "Ready", status
-        assert status["digest"] == files_digest(volume_dir / "tiny")
-        pods = real_node.core.list_namespaced_pod(
-            ns, label_selector="app.kubernetes.io/name=modeldepot-fetcher"
-        )
-        (pod,) = pods.items
-        assert pod.spec.node_name == realnode.NODE_NAME
-        assert pod.status.container_statuses[0].state.terminated.exit_code == 0
-        fetch_logs = real_node.kubectl("-n", ns, "logs", pod.metadata.name)
-        assert "published" in fetch_logs.stderr + fetch_logs.stdout, fetch_logs.stdout[-2000:]
-        real_node.kubectl("-n", ns, "delete", "ma", "tiny", "--timeout=120s")
-        assert not (volume_dir / "tiny").exists()
+        with chart_installed(real_node, "dl", ns, "--set", allow):
+            assert real_node.kubectl("apply", "-f", "-", input=json.dumps(artifact)).returncode == 0
+            status = finished_artifact(real_node, ns, "tiny", jobs_namespace=ns)
+            _check_claim_download(real_node, ns, status, volume_dir)
     finally:
-        subprocess.run([*helm, "uninstall", "dl", "-n", ns, "--wait"], capture_output=True, timeout=300)
         real_node.kubectl("delete", "pv", f"rn-{ns}", "--wait=false")
-        hub.stop()
         real_node.kubectl("taint", "node", realnode.NODE_NAME, taint, "--overwrite")
         for name in others:
             real_node.kubectl("uncordon", name)
 
 
+def _check_claim_download(real_node: RealNodeHandle, ns: str, status: Any, volume_dir: Path) -> None:
+    from support import files_digest
+
+    assert status["phase"] == "Ready", status
+    assert status["digest"] == files_digest(volume_dir / "tiny")
+    pods = real_node.core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/name=modeldepot-fetcher")
+    (pod,) = pods.items
+    assert pod.spec.node_name == realnode.NODE_NAME
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 0
+    fetch_logs = real_node.kubectl("-n", ns, "logs", pod.metadata.name)
+    assert "published" in fetch_logs.stderr + fetch_logs.stdout, fetch_logs.stdout[-2000:]
+    real_node.kubectl("-n", ns, "delete", "ma", "tiny", "--timeout=120s")
+    assert not (volume_dir / "tiny").exists()
+
+
+@pytest.mark.usefixtures("our_image")
 def test_a_node_local_artifact_lands_in_the_real_host_path(
-    real_node: RealNodeHandle, restricted_namespace: str, tmp_path: Path
+    real_node: RealNodeHandle, restricted_namespace: str, bridge_hub: Any, tmp_path: Path
 ) -> None:
     """Node-local under a real kubelet: the Job runs in the operator's (privileged) namespace, the
     root `prepare` step with only CHOWN/DAC_OVERRIDE creates the directories in the real host path,
     the fetcher (uid 65532) publishes there, and the tenant namespace stays `restricted`."""
     from support import files_digest
 
-    from localdev.hubemu import HubEmulator
-
-    archives = sorted(IMAGE_ARCHIVE.glob("modeldepot-*.oci.tar"))
-    assert archives, f"no image archive in {IMAGE_ARCHIVE}: run `make image` first (make e2e does)"
-    real_node.node.import_image(archives[-1])
-    tenant = restricted_namespace
+    hub, tenant = bridge_hub, restricted_namespace
     home = f"rn-op-{uuid.uuid4().hex[:6]}"
     real_node.core.create_namespace(
         {"metadata": {"name": home, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
     )
     root = tmp_path / "node-root"  # a real directory of this machine: the node's disk
-    hub = HubEmulator(host=realnode.GATEWAY)
-    hub.start()
-    helm = [str(realnode.bin_dir() / "helm"), "--kubeconfig", str(real_node.node.cluster.kubeconfig)]
-    try:
-        hub.add_repo_from_files("org/local", {"model.safetensors": (2_000_000, 2), "config.json": b"{}"})
-        install = subprocess.run(
-            [
-                *helm, "install", "nl", str(CHART), "-n", home, "--wait=false", "--take-ownership",
-                "--set", "image.pullPolicy=Never",
-                "--set", "fetcher.imagePullPolicy=Never",
-                "--set", "rbac.scope=namespaces",
-                "--set", f"rbac.namespaces={{{tenant}}}",
-                "--set", "policy.admission.enabled=false",
-                "--set", f"policy.allowedEndpoints={{{hub.url}}}",
-                "--set", f"policy.nodeLocal.roots={{{root}}}",
-                "--set", f"policy.nodeLocal.tolerationKeys={{{realnode.LABEL}}}",
-                "--set-string", f"nodeSelector.{realnode.LABEL.replace('.', chr(92) + '.')}=true",
-                "--set", f"tolerations[0].key={realnode.LABEL}",
-                "--set", "tolerations[0].operator=Exists",
-                "--set", "tolerations[0].effect=NoSchedule",
-            ],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert install.returncode == 0, install.stderr
-        artifact = {
-            "apiVersion": "modeldepot.dev/v1alpha1",
-            "kind": "ModelArtifact",
-            "metadata": {"name": "local", "namespace": tenant},
-            "spec": {
-                "source": {"huggingFace": {"repo": "org/local", "endpoint": hub.url}},
-                "storage": {
-                    "nodeLocal": {
-                        "path": str(root),
-                        "nodeSelector": {realnode.LABEL: "true"},
-                        "tolerations": [
-                            {"key": realnode.LABEL, "operator": "Exists", "effect": "NoSchedule"}
-                        ],
-                    }
-                },
+    hub.add_repo_from_files("org/local", {"model.safetensors": (2_000_000, 2), "config.json": b"{}"})
+    values = (
+        "--set", f"rbac.namespaces={{{tenant}}}",
+        "--set", f"policy.allowedEndpoints={{{hub.url}}}",
+        "--set", f"policy.nodeLocal.roots={{{root}}}",
+        "--set", f"policy.nodeLocal.tolerationKeys={{{realnode.LABEL}}}",
+        *ON_THE_REAL_NODE,
+    )  # fmt: skip
+    artifact = {
+        "apiVersion": "modeldepot.dev/v1alpha1",
+        "kind": "ModelArtifact",
+        "metadata": {"name": "local", "namespace": tenant},
+        "spec": {
+            "source": {"huggingFace": {"repo": "org/local", "endpoint": hub.url}},
+            "storage": {
+                "nodeLocal": {
+                    "path": str(root),
+                    "nodeSelector": {realnode.LABEL: "true"},
+                    "tolerations": [{"key": realnode.LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+                }
             },
-        }
-        assert real_node.kubectl("apply", "-f", "-", input=json.dumps(artifact)).returncode == 0
-        custom = client.CustomObjectsApi(real_node.core.api_client)
-
-        def finished() -> Any:
-            body = custom.get_namespaced_custom_object(
-                "modeldepot.dev", "v1alpha1", tenant, "modelartifacts", "local"
-            )
-            status = body.get("status") or {}
-            return status if status.get("phase") in ("Ready", "Failed") else None
-
-        try:
-            status = wait_until(finished, timeout=240, interval=2, what="the node-local artifact to finish")
-        except AssertionError:
-            described = real_node.kubectl("-n", home, "describe", "pods,jobs")
-            raise AssertionError(described.stdout[-4000:]) from None
-        assert status["phase"] == "Ready", status
-        published = root / tenant / "local"
-        assert published.is_symlink()
-        assert status["digest"] == files_digest(published)
-        assert (root / ".modeldepot").stat().st_uid == 65532  # created by prepare, handed to the fetcher
-        assert not real_node.core.list_namespaced_pod(tenant).items, "no pod in the tenant's namespace"
-        real_node.kubectl("-n", tenant, "delete", "ma", "local", "--timeout=120s")
-        assert not published.exists() and not published.is_symlink()
+        },
+    }
+    try:
+        with chart_installed(real_node, "nl", home, *values):
+            assert real_node.kubectl("apply", "-f", "-", input=json.dumps(artifact)).returncode == 0
+            status = finished_artifact(real_node, tenant, "local", jobs_namespace=home)
+            assert status["phase"] == "Ready", status
+            published = root / tenant / "local"
+            assert published.is_symlink()
+            assert status["digest"] == files_digest(published)
+            assert (root / ".modeldepot").stat().st_uid == 65532  # created by prepare, handed to the fetcher
+            assert not real_node.core.list_namespaced_pod(tenant).items, "no pod in the tenant's namespace"
+            real_node.kubectl("-n", tenant, "delete", "ma", "local", "--timeout=120s")
+            assert not published.exists() and not published.is_symlink()
     finally:
-        subprocess.run([*helm, "uninstall", "nl", "-n", home, "--wait"], capture_output=True, timeout=300)
         real_node.core.delete_namespace(home, propagation_policy="Background")
-        hub.stop()
 
 
 # last: it takes the node down
