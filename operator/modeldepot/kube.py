@@ -3,12 +3,12 @@
 Objects cross this boundary as plain dicts in API form (camelCase), so the rest of the package
 never sees client model classes. Reads return None on 404; creates treat 409 AlreadyExists as
 done; every other API failure becomes a `KubernetesApiError` (retryable for 429, 5xx, conflicts
-and connection problems). Blocking client calls run in a worker thread for the async operator.
+and connection problems). The module itself implements `clusterapi.ClusterApi`; its calls block,
+so the `Reconciler` runs each pass in a worker thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import threading
@@ -221,8 +221,3 @@ def delete_fetcher_objects(namespace: str, name: str) -> None:
     core = client.CoreV1Api(api_client())
     _none_on_404(lambda: core.delete_namespaced_service_account(name, namespace))
     _none_on_404(lambda: core.delete_namespaced_secret(name, namespace))
-
-
-async def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run one of the blocking calls above off the event loop."""
-    return await asyncio.to_thread(func, *args, **kwargs)

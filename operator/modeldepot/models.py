@@ -31,7 +31,6 @@ LABEL_NODE = "modeldepot.dev/node"
 MANAGED_BY = "modeldepot"
 FETCHER_APP = "modeldepot-fetcher"
 CLEANUP_APP = "modeldepot-cleanup"
-FETCHER_SERVICE_ACCOUNT = "modeldepot-fetcher"
 
 DEFAULT_NODE_ROOT = "/var/lib/modeldepot"
 META_DIR_NAME = ".modeldepot"

@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 # status keys whose change alone is not worth a write
 _VOLATILE = {"updatedAt", "lastTransitionTime"}
 
-EventFn = Callable[[Mapping[str, Any], str, str, str], None]
-
 
 @dataclass(frozen=True)
 class Outcome:
