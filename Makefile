@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/hack
 export MODELDEPOT_CACHE := $(CACHE)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help venv tools lint typecheck unit integration test demo bench image e2e cluster-up cluster-down clean crds-sync
+.PHONY: help venv tools lint typecheck unit integration test demo bench bench-scale image e2e cluster-up cluster-down clean crds-sync
 
 help:
 	@echo "make demo          local control plane + operator + local Hub, watch a model become Ready"
@@ -17,6 +17,7 @@ help:
 	@echo "make cluster-up    start the local control plane (.cluster/kubeconfig)"
 	@echo "make cluster-down  stop it (only the processes it started)"
 	@echo "make bench         modeldepot fetch vs hf download, side by side"
+	@echo "make bench-scale   the operator with 1,000 artifacts beside a minimal kopf operator (SCALE_N=100 for a quick look)"
 	@echo "make image         build the image from ./Dockerfile with buildah (OCI archive in the cache)"
 	@echo "make e2e           the real-node tier only (kubelet + containerd + runc, our image), needs root"
 
@@ -65,6 +66,9 @@ demo: tools
 
 bench: tools
 	$(PY) bench/run.py
+
+bench-scale: tools
+	$(PY) bench/scale.py
 
 image:
 	bash hack/build-image.sh
