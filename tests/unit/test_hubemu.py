@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,7 +25,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 
-from localdev.hubemu import MINILM_REPO_ID, HubEmulator, minilm_dir
+from localdev.hubemu import MINILM_REPO_ID, HubEmulator, Link, minilm_dir, parse_duration
+from localdev.hubemu.cli import build_parser
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -326,6 +328,70 @@ def test_throttle_limits_rate_globally_and_per_repo(hub: HubEmulator) -> None:
         started = time.monotonic()
         client.get(f"{hub.url}/org/fast/resolve/main/w.bin", headers={"Range": "bytes=0-999999"})
         assert time.monotonic() - started >= 0.35
+
+
+def _timed_get(url: str, headers: dict[str, str] | None = None) -> tuple[bytes, float]:
+    """GET on a connection of its own: (body, seconds)."""
+    with httpx.Client() as client:
+        started = time.monotonic()
+        body = client.get(url, headers=headers).content
+        return body, time.monotonic() - started
+
+
+def test_link_caps_each_connection_so_parallel_ranges_go_faster(tmp_path: Path) -> None:
+    data = os.urandom(1_500_000)
+    with HubEmulator(cache_dir=tmp_path / "emu-cache", conn_bps=1_000_000) as hub:
+        hub.add_repo_from_files("org/wan", {"w.bin": data})
+        url = f"{hub.url}/org/wan/resolve/main/w.bin"
+        body, alone = _timed_get(url)
+        assert body == data
+        assert alone >= 1.4, alone  # 1.5 MB at 1 MB/s on one connection
+
+        halves = ["bytes=0-749999", "bytes=750000-"]
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            parts = list(pool.map(lambda r: _timed_get(url, {"Range": r}), halves))
+        both = time.monotonic() - started
+        assert parts[0][0] + parts[1][0] == data
+        assert all(seconds >= 0.7 for _, seconds in parts), parts  # each connection is capped...
+        assert both < 1.2, both  # ...on its own: two streams are about twice as fast as one
+
+        hub.set_link()  # plain loopback again
+        assert _timed_get(url)[1] < 0.7
+
+
+def test_link_adds_latency_per_request_and_per_new_connection(tmp_path: Path) -> None:
+    with HubEmulator(cache_dir=tmp_path / "emu-cache", latency=0.15, connect_latency=0.3) as hub:
+        hub.add_repo_from_files("org/lat", {"config.json": b"{}"})
+        url = f"{hub.url}/org/lat/resolve/main/config.json"
+        with httpx.Client() as client:
+            started = time.monotonic()
+            assert client.get(url).content == b"{}"
+            first = time.monotonic() - started
+            started = time.monotonic()
+            assert client.get(f"{hub.url}/api/models/org/lat").status_code == 200
+            again = time.monotonic() - started
+        assert first >= 0.45, first  # handshake + round trip on a new connection
+        assert again >= 0.15, again  # every answer, the API's too, pays a round trip...
+        assert again < first - 0.2, (first, again)  # ...but a kept-alive connection no handshake
+        assert _timed_get(url)[1] >= 0.45  # a new connection pays the handshake again
+        hub.reset_faults()  # the link is not a fault
+        assert hub.link.latency == 0.15
+
+
+def test_cli_link_flags() -> None:
+    args = build_parser().parse_args(
+        ["--conn-rate", "40MB", "--latency", "30ms", "--connect-latency", "0.06"]
+    )
+    assert (args.conn_rate, args.latency, args.connect_latency) == (40_000_000, 0.03, 0.06)
+    assert parse_duration("1.5s") == 1.5
+    with pytest.raises(ValueError):
+        parse_duration("30 parsecs")
+    link = Link(args.conn_rate, args.latency, args.connect_latency)
+    assert link.describe() == "40 MB/s per connection, +30 ms per request, +60 ms per new connection"
+    assert Link().describe() == "loopback"
+    with pytest.raises(ValueError):
+        Link(conn_bps=0)
 
 
 def test_request_log_records_range_and_never_the_token(hub: HubEmulator) -> None:

@@ -22,6 +22,11 @@ Test controls are Python methods of `HubEmulator` (there is no HTTP control API)
 `corrupt`, `fail_next`, `truncate_next`, `requests` / `clear_requests`, `add_tag` / `set_branch`,
 `set_gated`, `reset_faults`, and the hostile modes under `hostile`.
 
+A WAN-like link, as a CDN edge gives (`link.py`): `HubEmulator(conn_bps=40e6, latency=0.03,
+connect_latency=0.06)` or `set_link(...)`, on the CLI `--conn-rate 40MB --latency 30ms
+--connect-latency 60ms`: each connection's bodies capped at 40 MB/s (N connections get N times that),
+30 ms before every answer, 60 ms more on a new connection's first.
+
     with HubEmulator() as hub:
         commit = hub.add_repo_from_files("org/tiny", {"config.json": b"{}", "w.bin": (2 << 20, 1)})
         HfApi(endpoint=hub.url).model_info("org/tiny")  # or HF_ENDPOINT=hub.url for a subprocess
@@ -36,16 +41,18 @@ The parts, one module each:
 | `store.py` | repos, commits, branches, tags, gating (`RepoStore`) |
 | `content.py` | file entries: hashes, LFS, in-memory/on-disk/synthetic content, the hash cache |
 | `faults.py` | throttles, corruptions, failures, truncations (`Faults`); hostile modes (`HostileHub`) |
+| `link.py` | the emulated link: per-connection rate cap, per-request and per-connection latency (`Link`) |
 | `requestlog.py` | the request log (`RequestLog`: never a token) |
 | `api.py` | the Hub's JSON bodies and errors, pure |
 | `handler.py` | the HTTP server and handler: routing, ranges, bodies, LFS redirect, CDN |
 | `cli.py`, `__main__.py` | `python -m localdev.hubemu ...` |
 """
 
-from localdev.hubemu.cli import MINILM_REPO_ID, main, minilm_dir, parse_size, synthetic_files
+from localdev.hubemu.cli import MINILM_REPO_ID, main, minilm_dir, parse_duration, parse_size, synthetic_files
 from localdev.hubemu.content import DEFAULT_LFS_PATTERNS, DEFAULT_LFS_THRESHOLD, FileSpec
 from localdev.hubemu.emulator import HubEmulator
 from localdev.hubemu.faults import HostileHub
+from localdev.hubemu.link import Link
 
 __all__ = [
     "DEFAULT_LFS_PATTERNS",
@@ -54,8 +61,10 @@ __all__ = [
     "FileSpec",
     "HostileHub",
     "HubEmulator",
+    "Link",
     "main",
     "minilm_dir",
+    "parse_duration",
     "parse_size",
     "synthetic_files",
 ]

@@ -19,6 +19,7 @@ from localdev.hubemu.emulator import HubEmulator
 
 MINILM_REPO_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:
@@ -29,6 +30,15 @@ def parse_size(text: str) -> int:
     number, unit, binary = m.groups()
     base = 1024 if binary or unit == "" else 1000
     return int(float(number) * base ** " kmgt".index(unit.lower() or " "))
+
+
+def parse_duration(text: str) -> float:
+    """Parse `30ms`, `0.5s` or `0.5` (seconds) into seconds."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r}")
+    number, unit = m.groups()
+    return float(number) / (1000 if (unit or "").lower() == "ms" else 1)
 
 
 def minilm_dir() -> Path:
@@ -81,7 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gated", action="append", default=[], metavar="ID=TOKEN", help="gate a repo by a token")
     p.add_argument("--private", action="append", default=[], metavar="ID=TOKEN", help="make a repo private")
     p.add_argument(
-        "--throttle", type=parse_size, default=None, metavar="BPS", help="global bytes/s (e.g. 50MB)"
+        "--throttle",
+        type=parse_size,
+        default=None,
+        metavar="BPS",
+        help="bytes/s shared by all connections (e.g. 50MB)",
+    )
+    p.add_argument(
+        "--conn-rate",
+        type=parse_size,
+        default=None,
+        metavar="BPS",
+        help="cap each connection's body bytes/s (e.g. 40MB), as a CDN edge caps each TCP stream",
+    )
+    p.add_argument(
+        "--latency",
+        type=parse_duration,
+        default=0.0,
+        metavar="TIME",
+        help="added to every answer (e.g. 30ms)",
+    )
+    p.add_argument(
+        "--connect-latency",
+        type=parse_duration,
+        default=0.0,
+        metavar="TIME",
+        help="added once per new connection, before its first answer (handshakes, e.g. 60ms)",
     )
     p.add_argument("--lfs-threshold", type=parse_size, default=DEFAULT_LFS_THRESHOLD, metavar="SIZE")
     p.add_argument("--lfs-redirect", action="store_true", help="302 LFS files to a 'CDN' origin")
@@ -100,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         lfs_threshold=args.lfs_threshold,
         lfs_redirect=args.lfs_redirect,
         throttle_bps=args.throttle,
+        conn_bps=args.conn_rate or None,
+        latency=args.latency,
+        connect_latency=args.connect_latency,
         verbose=args.verbose,
     )
     try:

@@ -1,7 +1,7 @@
 """`HubEmulator`: the emulated Hub's test-facing API, and its server's lifecycle.
 
-It owns one of each part -- `store` (repos), `faults` and `hostile` (what goes wrong),
-`request_log` -- and the HTTP server whose handler (`handler.py`) reads them. The methods below
+It owns one of each part -- `store` (repos), `faults` and `hostile` (what goes wrong), `link`
+(per-connection rate cap and latency), `request_log` -- and the HTTP server whose handler (`handler.py`) reads them. The methods below
 are the controls tests use; they delegate to those parts.
 """
 
@@ -21,6 +21,7 @@ from localdev.hubemu.content import (
 )
 from localdev.hubemu.faults import Faults, HostileHub
 from localdev.hubemu.handler import Server
+from localdev.hubemu.link import Link
 from localdev.hubemu.requestlog import RequestLog
 from localdev.hubemu.store import RepoStore, repo_key
 
@@ -41,6 +42,9 @@ class HubEmulator:
         lfs_redirect: bool = False,
         cdn_host: str | None = None,
         throttle_bps: float | None = None,
+        conn_bps: float | None = None,
+        latency: float = 0.0,
+        connect_latency: float = 0.0,
         log_limit: int = 100_000,
         verbose: bool = False,
     ) -> None:
@@ -55,6 +59,8 @@ class HubEmulator:
         """Throttles, corruptions, pending failures and truncations (`faults.Faults`)."""
         self.hostile = HostileHub()
         """Hostile modes (`faults.HostileHub`): lying commit ids, looping pagination, trickle, silence."""
+        self.link = Link(conn_bps, latency, connect_latency)
+        """The emulated link (`link.Link`): each connection's rate cap, per-request and per-connection latency."""
         self.request_log = RequestLog(log_limit, verbose=verbose)
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -176,6 +182,17 @@ class HubEmulator:
     ) -> None:
         """Limit body bytes/s, summed over all connections (globally or for one repo); None lifts it."""
         self.faults.set_throttle(bps, None if repo_id is None else repo_key(repo_type, repo_id))
+
+    def set_link(
+        self, *, conn_bps: float | None = None, latency: float = 0.0, connect_latency: float = 0.0
+    ) -> None:
+        """Shape the link like a CDN edge (`link.py`); `set_link()` restores plain loopback.
+
+        Each connection is capped at `conn_bps` body bytes/s (None: no cap), every answer waits
+        `latency` seconds and a new connection's first answer `connect_latency` more. Not a fault:
+        `reset_faults` keeps it. Connections already open take the new values at their next body.
+        """
+        self.link = Link(conn_bps, latency, connect_latency)
 
     def corrupt(
         self,

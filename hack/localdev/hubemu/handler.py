@@ -4,7 +4,8 @@ It speaks the subset of the Hub's HTTP API that downloads need (see the package 
 routes), reading repos from `HubEmulator.store`, taking faults from `HubEmulator.faults` and
 `HubEmulator.hostile`, and logging each request in `HubEmulator.request_log`. JSON bodies come from
 `api.py`; this module does the HTTP: dispatch, ranges, throttled/corrupted/truncated/trickled
-bodies, the LFS redirect and the "CDN" that answers it.
+bodies, the LFS redirect and the "CDN" that answers it. The emulated link (`link.py`: per-connection
+rate cap, latency) is applied here, per connection and per request.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from localdev.hubemu import api
 from localdev.hubemu.api import HttpError
 from localdev.hubemu.content import Entry
-from localdev.hubemu.faults import send_trickle
+from localdev.hubemu.faults import Bucket, send_trickle
+from localdev.hubemu.link import ConnectionPace
 from localdev.hubemu.store import Repo, RepoKey
 
 if TYPE_CHECKING:
@@ -68,11 +70,16 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "hubemu/1.0"
     server: Server
 
+    _pace: ConnectionPace  # this connection's rate bucket and latency (`link.py`)
     # per-request state used by the log
     _status: int
     _sent: int
     _repo: str | None
     _file: str | None
+
+    def setup(self) -> None:
+        super().setup()
+        self._pace = ConnectionPace()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the emulator keeps its own structured log
@@ -125,6 +132,7 @@ class Handler(BaseHTTPRequestHandler):
             self.emu.hostile.hold()
             self.close_connection = True
             return
+        self._pace.wait_before_answer(self.emu.link)
         try:
             self._route(method, split.path, parse_qs(split.query), body)
         except HttpError as err:
@@ -329,7 +337,7 @@ class Handler(BaseHTTPRequestHandler):
     def _send_span(self, entry: Entry, file: Any, repo_key: RepoKey, start: int, end: int) -> None:
         pos = start
         while pos < end:
-            buckets = self.emu.faults.buckets_for(repo_key)
+            buckets = self._buckets(repo_key)
             n = end - pos
             if buckets:
                 slowest = min(b.bps for b in buckets)
@@ -346,9 +354,15 @@ class Handler(BaseHTTPRequestHandler):
                     raise BrokenPipeError("client went away")
             pos += n
 
+    def _buckets(self, repo_key: RepoKey) -> list[Bucket]:
+        """The rate limits on this body: the throttles (shared) and this connection's cap."""
+        buckets = self.emu.faults.buckets_for(repo_key)
+        own = self._pace.bucket(self.emu.link)
+        return buckets if own is None else [*buckets, own]
+
     def _send_bytes(self, data: bytes | memoryview, repo_key: RepoKey | None) -> None:
         if repo_key is not None:
-            for bucket in self.emu.faults.buckets_for(repo_key):
+            for bucket in self._buckets(repo_key):
                 time.sleep(bucket.reserve(len(data)))
         self.connection.sendall(data)
         self._sent += len(data)
