@@ -83,5 +83,9 @@ e2e: tools image
 	bash hack/build-k8s.sh --real-node >/dev/null
 	MODELDEPOT_REAL_NODE=1 $(VENV)/bin/pytest tests/integration/test_real_node.py -q
 
+# The chart's CRD is a byte-identical copy of the canonical one (tests/unit/test_chart.py checks it).
+crds-sync:
+	cp crds/modelartifacts.yaml charts/modeldepot/files/crds/modelartifacts.yaml
+
 clean: cluster-down
 	rm -rf .cluster bench/results

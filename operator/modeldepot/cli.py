@@ -59,7 +59,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "--report", default=None, metavar="NAMESPACE/NAME", help="patch progress into this ModelArtifact"
     )
-    fetch.add_argument("--node", default=None, help="report under status.nodes.NODE (node-local storage)")
+    fetch.add_argument(
+        "--node", default=None, help="report in NODE's status.nodes entry (node-local storage)"
+    )
     fetch.add_argument("--generation", type=int, default=None, help="spec generation being fetched")
     fetch.add_argument("--termination-log", type=Path, default=None, help="where to write the JSON result")
     fetch.add_argument("--owner", type=_owner, default=None, metavar="NAMESPACE/NAME/UID", help=OWNER_HELP)
@@ -82,16 +84,21 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _status_sink(report: str, node: str | None) -> ProgressSink:
-    """A ProgressSink patching the ModelArtifact's status (imports kubernetes only here)."""
-    from modeldepot.kube import patch_artifact_status
+    """A ProgressSink writing into the ModelArtifact's status (imports kubernetes only here):
+    `status.progress` by merge patch, or this node's `status.nodes` entry by server-side apply as
+    the node's field manager, so that fetch pods on other nodes never overwrite each other."""
+    from modeldepot.kube import apply_node_status, patch_artifact_status
+    from modeldepot.models import NodeStatus
 
     namespace, _, name = report.partition("/")
     if not namespace or not name:
         raise SystemExit(f"--report must be NAMESPACE/NAME, got {report!r}")
 
     def sink(progress: dict[str, object], /) -> None:
-        body = {"nodes": {node: progress}} if node else {"progress": progress}
-        patch_artifact_status(namespace, name, {"status": body})
+        if node:
+            apply_node_status(namespace, name, NodeStatus.model_validate({**progress, "name": node}))
+        else:
+            patch_artifact_status(namespace, name, {"status": {"progress": progress}})
 
     return sink
 

@@ -3,13 +3,17 @@
 `kube.py` implements it (the module itself satisfies the protocol); unit tests use an in-memory
 fake (tests/unit/fakecluster.py) to drive reconcile and finalize through their branches without a
 cluster. Objects cross it as plain dicts in API form (camelCase); reads return None for 404 and
-creates return False when the object already existed.
-"""
+creates return False when the object already existed. The status is written two ways
+(docs/internals.md, Writing the status): `patch_artifact_status` merges everything but
+`status.nodes`, whose entries (`models.NodeStatus`) each node's field manager applies
+(`apply_node_status`) or removes (`forget_node_status`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Protocol
+
+from .models import NodeStatus
 
 
 class ClusterApi(Protocol):
@@ -18,6 +22,10 @@ class ClusterApi(Protocol):
     def get_artifact(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def patch_artifact_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+
+    def apply_node_status(self, namespace: str, name: str, entry: NodeStatus) -> None: ...
+
+    def forget_node_status(self, namespace: str, name: str, node: str) -> None: ...
 
     def list_nodes(self) -> list[dict[str, Any]]: ...
 

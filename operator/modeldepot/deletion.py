@@ -16,9 +16,12 @@ from typing import Any
 
 from . import builders, decisions, metrics, policy
 from .clusterapi import ClusterApi
-from .errors import PolicyViolationError
-from .models import CLEANUP_APP, FETCHER_APP, ModelArtifact
+from .models import CLEANUP_APP, FETCHER_APP, ModelArtifact, status_merge_patch
 from .settings import OperatorSettings
+from .vocabulary import Phase, Reason
+
+EventWarning = tuple[Reason, str]
+"""A Warning Event to post: its reason and message."""
 
 
 def job_defaults(settings: OperatorSettings) -> builders.JobDefaults:
@@ -37,14 +40,14 @@ class FinalizeStep:
 
     done: bool
     waiting_for: str = ""
-    warnings: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[EventWarning, ...] = ()
 
 
 def _cleanup_targets(
     api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings
-) -> tuple[list[str | None], list[tuple[str, str]]]:
+) -> tuple[list[str | None], list[EventWarning]]:
     """The targets whose files a cleanup Job must remove, and warnings for the unreachable ones."""
-    warnings: list[tuple[str, str]] = []
+    warnings: list[EventWarning] = []
     claim_spec = artifact.spec.storage.persistent_volume_claim
     if claim_spec is not None:
         if claim_spec.create is not None:
@@ -54,9 +57,9 @@ def _cleanup_targets(
             # a claim being deleted admits no new pods; its files go with its volume
             state = "is gone" if claim is None else "is being deleted"
             message = f"PersistentVolumeClaim {claim_spec.claim_name!r} {state}; nothing to clean up"
-            return [], [("StorageGone", message)]
+            return [], [(Reason.STORAGE_GONE, message)]
         return [None], warnings
-    known = set(artifact.status.nodes)
+    known = {entry.name for entry in artifact.status.nodes}
     known.update(
         (job["metadata"].get("annotations") or {}).get(builders.ANNOTATION_NODE, "")
         for job in api.list_jobs(
@@ -69,7 +72,7 @@ def _cleanup_targets(
         if api.node_exists(node):
             targets.append(node)
         else:
-            warnings.append(("NodeGone", f"node {node} no longer exists; its copy cannot be removed"))
+            warnings.append((Reason.NODE_GONE, f"node {node} no longer exists; its copy cannot be removed"))
     return targets, warnings
 
 
@@ -93,7 +96,7 @@ def _cancel_downloads(
         if not node or not api.node_exists(node):
             api.force_delete_pod(jobs_namespace, pod["metadata"]["name"])
     message = f"{len(pods)} download pod(s) did not stop in {settings.cancel_timeout_seconds}s"
-    return FinalizeStep(True, warnings=(("CancelTimedOut", message),))
+    return FinalizeStep(True, warnings=((Reason.CANCEL_TIMED_OUT, message),))
 
 
 def _remove_files(
@@ -116,7 +119,8 @@ def _remove_files(
             continue
         state = decisions.JobState.from_job(cleanup)
         if state.failure_reason:
-            warnings.append(("CleanupFailed", f"cleanup Job {job_name} failed: {state.failure_message}"))
+            message = f"cleanup Job {job_name} failed: {state.failure_message}"
+            warnings.append((Reason.CLEANUP_FAILED, message))
         elif not state.complete:
             pending.append(job_name)
     waiting = f"cleanup Job(s) {', '.join(pending)}"
@@ -124,7 +128,9 @@ def _remove_files(
         return FinalizeStep(False, waiting, tuple(warnings))
     if pending:
         timeout = settings.cleanup_timeout_seconds
-        warnings.append(("CleanupTimedOut", f"{waiting} did not finish in {timeout}s; files may remain"))
+        warnings.append(
+            (Reason.CLEANUP_TIMED_OUT, f"{waiting} did not finish in {timeout}s; files may remain")
+        )
     return FinalizeStep(True, warnings=tuple(warnings))
 
 
@@ -133,20 +139,20 @@ def finalize_step(
 ) -> FinalizeStep:
     """One pass of the deletion flow (blocking); `runtime`: seconds since deletion began."""
     artifact = ModelArtifact.from_body(body)
-    if (body.get("status") or {}).get("phase") != "Deleting":
-        patch = decisions.deleting_patch(artifact, now=datetime.now(UTC), message="cancelling downloads")
-        api.patch_artifact_status(artifact.namespace, artifact.name, {"status": patch})
-    metrics.record_phase(artifact.namespace, artifact.name, "Deleting")
+    if (body.get("status") or {}).get("phase") != Phase.DELETING:
+        status = decisions.deleting_status(artifact, now=datetime.now(UTC), message="cancelling downloads")
+        api.patch_artifact_status(artifact.namespace, artifact.name, {"status": status_merge_patch(status)})
+    metrics.record_phase(artifact.namespace, artifact.name, Phase.DELETING)
     cancelled = _cancel_downloads(api, artifact, runtime, settings)
     if cancelled is not None and not cancelled.done:
         return cancelled
-    warnings = list(cancelled.warnings) if cancelled is not None else []
+    warnings: list[EventWarning] = list(cancelled.warnings) if cancelled is not None else []
     if artifact.spec.deletion_policy == "Retain":
         return _finalized(api, artifact, settings, warnings)
     broken = policy.violations(artifact, policy.Policy.from_settings(settings))
     if broken:
         # no Job ever runs for a spec against policy, not even to delete (it could name /etc)
-        warnings.append((PolicyViolationError.reason, "no cleanup Job: " + "; ".join(broken)))
+        warnings.append((Reason.POLICY_VIOLATION, "no cleanup Job: " + "; ".join(broken)))
         return _finalized(api, artifact, settings, warnings)
     removed = _remove_files(api, artifact, runtime, settings)
     warnings.extend(removed.warnings)
@@ -156,7 +162,7 @@ def finalize_step(
 
 
 def _finalized(
-    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings, warnings: list[tuple[str, str]]
+    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings, warnings: list[EventWarning]
 ) -> FinalizeStep:
     """The last step: what lives in the operator's namespace has no ownerReference to collect it."""
     if artifact.is_node_local:

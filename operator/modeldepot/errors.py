@@ -1,19 +1,23 @@
 """The one Model Depot error hierarchy.
 
-Every failure the operator or the fetcher can report is a `ModelDepotError` subclass carrying a
-one-word CamelCase `reason` (used verbatim in conditions, the fetcher's termination message and
-progress) and `retryable` (transient: retry with backoff / exit code 1; permanent: exit code 2).
+Every failure the operator or the fetcher raises is a `ModelDepotError` subclass carrying a
+`Reason` (used verbatim in conditions, the fetcher's termination message and progress) and
+`retryable` (transient: retry with backoff / exit code 1; permanent: exit code 2). Reasons the
+operator only observes (a missing claim, no matching node, a Job past its deadline) have no class:
+they are `Reason` members written by the decisions.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from .vocabulary import Reason
+
 
 class ModelDepotError(Exception):
     """Base class: a human `message` plus the class-level `reason` and `retryable`."""
 
-    reason: ClassVar[str] = "Error"
+    reason: ClassVar[Reason] = Reason.ERROR
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
@@ -32,118 +36,82 @@ class ModelDepotError(Exception):
 class RepoNotFoundError(ModelDepotError):
     """The repository does not exist (or is invisible to us)."""
 
-    reason = "RepoNotFound"
+    reason = Reason.REPO_NOT_FOUND
 
 
 class RevisionNotFoundError(ModelDepotError):
     """The branch, tag or commit does not exist in the repository."""
 
-    reason = "RevisionNotFound"
+    reason = Reason.REVISION_NOT_FOUND
 
 
 class UnauthorizedError(ModelDepotError):
     """Gated or private repository and no valid token, or the token was rejected."""
 
-    reason = "Unauthorized"
+    reason = Reason.UNAUTHORIZED
 
 
 class EntryNotFoundError(ModelDepotError):
     """A file listed at the commit could not be found when downloading it."""
 
-    reason = "EntryNotFound"
+    reason = Reason.ENTRY_NOT_FOUND
 
 
 class NoMatchingFilesError(ModelDepotError):
     """The include/exclude patterns select no file of the repository."""
 
-    reason = "NoMatchingFiles"
+    reason = Reason.NO_MATCHING_FILES
 
 
 class InvalidSpecError(ModelDepotError):
     """Malformed input that the CRD schema could not catch (bad repo id, bad path, ...)."""
 
-    reason = "InvalidSpec"
-
-
-class PolicyViolationError(ModelDepotError):
-    """The spec asks for something the cluster admin's policy (Helm values) does not allow."""
-
-    reason = "PolicyViolation"
+    reason = Reason.INVALID_SPEC
 
 
 class PathConflictError(ModelDepotError):
     """The artifact's path is, contains, or lies inside a path another artifact owns."""
 
-    reason = "PathConflict"
+    reason = Reason.PATH_CONFLICT
 
 
 class ChecksumMismatchError(ModelDepotError):
     """Downloaded bytes do not match the Hub's sha256 (LFS) or git blob id."""
 
-    reason = "ChecksumMismatch"
+    reason = Reason.CHECKSUM_MISMATCH
 
 
 class InsufficientStorageError(ModelDepotError):
     """Not enough free space for the planned download, or ENOSPC while writing."""
 
-    reason = "InsufficientStorage"
-
-
-class NoMatchingNodesError(ModelDepotError):
-    """No node matches a nodeLocal artifact's selector."""
-
-    reason = "NoMatchingNodes"
-
-
-class StorageNotFoundError(ModelDepotError):
-    """The PersistentVolumeClaim named by the spec does not exist."""
-
-    reason = "StorageNotFound"
-
-
-class TokenSecretNotFoundError(ModelDepotError):
-    """The Secret (or key) named by `tokenSecretRef` does not exist."""
-
-    reason = "TokenSecretNotFound"
+    reason = Reason.INSUFFICIENT_STORAGE
 
 
 class HubUnavailableError(ModelDepotError):
     """The Hub (or mirror) is unreachable or answering 5xx/429; retried."""
 
-    reason = "HubUnavailable"
+    reason = Reason.HUB_UNAVAILABLE
     retryable = True
 
 
 class DownloadFailedError(ModelDepotError):
     """A transfer failed for a transient reason after all in-process retries."""
 
-    reason = "DownloadFailed"
+    reason = Reason.DOWNLOAD_FAILED
     retryable = True
-
-
-class BackoffLimitExceededError(ModelDepotError):
-    """The fetch Job exhausted its retries."""
-
-    reason = "BackoffLimitExceeded"
-
-
-class DeadlineExceededError(ModelDepotError):
-    """The fetch Job ran past its active deadline."""
-
-    reason = "DeadlineExceeded"
 
 
 class InterruptedFetchError(ModelDepotError):
     """The fetcher was asked to stop (SIGTERM/SIGINT); partial data is kept for resume."""
 
-    reason = "Interrupted"
+    reason = Reason.INTERRUPTED
     retryable = True
 
 
 class KubernetesApiError(ModelDepotError):
     """A Kubernetes API call failed; transient for throttling, conflicts, server and network errors."""
 
-    reason = "KubernetesApiError"
+    reason = Reason.KUBERNETES_API_ERROR
 
     def __init__(self, message: str, *, status: int | None = None, transient: bool = True) -> None:
         super().__init__(message)
@@ -172,17 +140,11 @@ ERRORS_BY_REASON: dict[str, type[ModelDepotError]] = {
         EntryNotFoundError,
         NoMatchingFilesError,
         InvalidSpecError,
-        PolicyViolationError,
         PathConflictError,
         ChecksumMismatchError,
         InsufficientStorageError,
-        NoMatchingNodesError,
-        StorageNotFoundError,
-        TokenSecretNotFoundError,
         HubUnavailableError,
         DownloadFailedError,
-        BackoffLimitExceededError,
-        DeadlineExceededError,
         InterruptedFetchError,
     )
 }

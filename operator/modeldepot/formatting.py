@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import math
 
+from .vocabulary import Phase
+
 _SI_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+_STOPPED = (Phase.SUSPENDED, Phase.FAILED)  # summaries say where they stopped
 
 
 def format_bytes(n: float | None) -> str:
@@ -67,18 +70,18 @@ def progress_summary(
     parts: list[str] = []
     if nodes_total is not None:
         parts.append(f"{nodes_ready or 0}/{nodes_total} nodes")
-    if phase == "Ready" and bytes_total is not None:
+    if phase == Phase.READY and bytes_total is not None:
         parts.append(f"100% of {format_bytes(bytes_total)}")
     elif percent is not None and bytes_total is not None:
         shown = f"{math.floor(percent)}% of {format_bytes(bytes_total)}"
-        if phase in ("Suspended", "Failed"):
+        if phase in _STOPPED:
             shown = f"{phase} at {shown}"
         parts.append(shown)
-        if phase not in ("Suspended", "Failed", "Ready"):
+        if phase not in (*_STOPPED, Phase.READY):
             if bytes_per_second is not None and bytes_per_second > 0:
                 parts.append(f"{format_bytes(bytes_per_second)}/s")
             if eta_seconds is not None and percent < 100:
                 parts.append(f"ETA {format_duration(eta_seconds)}")
     elif phase is not None:
-        parts.append(phase if phase != "Downloading" else "Resolving files")
+        parts.append(phase if phase != Phase.DOWNLOADING else "Resolving files")
     return ", ".join(parts) if parts else (phase or "")

@@ -34,6 +34,7 @@ from .models import (
 from .policy import PathClaim, path_claim
 from .reconciler import ClaimLookup, Outcome, Reconciler
 from .settings import OperatorSettings
+from .vocabulary import Phase, Reason
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -68,23 +69,24 @@ def _announce(body: Any, outcome: Outcome | None) -> None:
         kopf.event(
             body,
             type="Normal",
-            reason="DownloadCancelled",
+            reason=Reason.DOWNLOAD_CANCELLED,
             message=f"cancelled {outcome.deleted} download Job(s): the spec changed or was suspended",
         )
     if outcome.created:
         kopf.event(
             body,
             type="Normal",
-            reason="DownloadStarted",
+            reason=Reason.DOWNLOAD_STARTED,
             message=f"created {outcome.created} download Job(s)",
         )
-    if outcome.phase == "Ready" and outcome.previous_phase != "Ready":
-        kopf.event(body, type="Normal", reason="Ready", message=outcome.message or "verified and published")
-    if outcome.phase == "Failed" and outcome.previous_phase != "Failed":
+    if outcome.phase == Phase.READY and outcome.previous_phase != Phase.READY:
+        message = outcome.message or "verified and published"
+        kopf.event(body, type="Normal", reason=Reason.READY, message=message)
+    if outcome.phase == Phase.FAILED and outcome.previous_phase != Phase.FAILED:
         kopf.event(
             body,
             type="Warning",
-            reason=outcome.reason or "Failed",
+            reason=outcome.reason or Reason.FAILED,
             message=outcome.message or "download failed",
         )
 
@@ -224,7 +226,7 @@ async def deleted(body: kopf.Body, runtime: Any, **kwargs: Any) -> None:
     kopf.event(
         body,
         type="Normal",
-        reason="Deleted",
+        reason=Reason.DELETED,
         message=f"downloads cancelled; files {'kept' if policy == 'Retain' else 'removed'}",
     )
 

@@ -20,9 +20,10 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from .errors import KubernetesApiError
-from .models import GROUP, PLURAL, VERSION
+from .models import GROUP, PLURAL, VERSION, NodeStatus, node_apply, node_field_manager
 
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the client sends the dict as JSON
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -88,10 +89,44 @@ def _ignore_exists(call: Callable[[], object]) -> bool:
 
 @_api_errors
 def patch_artifact_status(namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-    """JSON-merge-patch the status subresource of a ModelArtifact (used by fetcher and operator)."""
+    """JSON-merge-patch the status subresource of a ModelArtifact (the operator; the fetcher for
+    `status.progress`). Never with `status.nodes`: see `apply_node_status`."""
     api = client.CustomObjectsApi(api_client())
     api.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, dict(patch), _content_type=MERGE_PATCH
+    )
+
+
+@_api_errors
+def apply_node_status(namespace: str, name: str, entry: NodeStatus) -> None:
+    """Server-side apply one node's `status.nodes` entry as that node's field manager (the fetch
+    pod on the node, or the operator). The list is a list-map keyed by `name`, so the API server
+    merges this entry into it and leaves the other nodes' entries alone, whoever writes them at
+    the same time. `force`: the entry is this manager's, whatever wrote a field of it before."""
+    _apply_status(namespace, name, entry.name, node_apply(namespace, name, entry))
+
+
+@_api_errors
+def forget_node_status(namespace: str, name: str, node: str) -> None:
+    """Remove one node's `status.nodes` entry: its field manager applies a status without it, and
+    the API server removes the fields that manager owned, which is the whole entry. Chosen over a
+    JSON patch `remove` at the entry's index: that needs a `test` of the name at that index and a
+    retry whenever another entry moved it, while this names no index and is idempotent."""
+    _none_on_404(lambda: _apply_status(namespace, name, node, node_apply(namespace, name, None)))
+
+
+def _apply_status(namespace: str, name: str, node: str, body: dict[str, Any]) -> None:
+    api = client.CustomObjectsApi(api_client())
+    api.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        body,
+        field_manager=node_field_manager(node),
+        force=True,
+        _content_type=APPLY_PATCH,
     )
 
 

@@ -10,7 +10,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .models import PHASES
+from .vocabulary import Phase
 
 registry = CollectorRegistry()
 
@@ -54,26 +54,26 @@ reconcile_duration = Histogram(
     registry=registry,
 )
 
-_phases: dict[tuple[str, str], str] = {}
+_phases: dict[tuple[str, str], Phase] = {}
 _lock = threading.Lock()
 
 
-def record_phase(namespace: str, name: str, phase: str | None) -> None:
+def record_phase(namespace: str, name: str, phase: Phase | None) -> None:
     """Remember an artifact's phase (None: forget it) and refresh the by-phase gauge."""
     with _lock:
         if phase is None:
             _phases.pop((namespace, name), None)
         else:
             _phases[(namespace, name)] = phase
-        counts: dict[str, int] = dict.fromkeys(PHASES, 0)
+        counts: dict[Phase, int] = dict.fromkeys(Phase, 0)
         for value in _phases.values():
-            counts[value] = counts.get(value, 0) + 1
+            counts[value] += 1
     for phase_name, count in counts.items():
         artifacts.labels(phase=phase_name).set(count)
 
 
 def serve(port: int) -> None:
     """Start the /metrics HTTP server in a daemon thread."""
-    for phase_name in PHASES:
-        artifacts.labels(phase=phase_name).set(0)
+    for phase in Phase:
+        artifacts.labels(phase=phase).set(0)
     start_http_server(port, registry=registry)

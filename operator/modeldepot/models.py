@@ -7,12 +7,15 @@ holds the names fixed by docs/internals.md. Pure: no I/O, no Kubernetes client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from .vocabulary import Phase
 
 GROUP = "modeldepot.dev"
 VERSION = "v1alpha1"
@@ -36,9 +39,8 @@ DEFAULT_NODE_ROOT = "/var/lib/modeldepot"
 META_DIR_NAME = ".modeldepot"
 LABEL_ARTIFACT_NAMESPACE = "modeldepot.dev/artifact-namespace"
 
-Phase = Literal["Pending", "Downloading", "Ready", "Failed", "Suspended", "Deleting"]
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
-PHASES: tuple[Phase, ...] = get_args(Phase)
+ConditionStatus = Literal["True", "False", "Unknown"]
 
 
 class _Model(BaseModel):
@@ -47,7 +49,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
 
     def to_api(self) -> dict[str, Any]:
-        """The object as the Kubernetes API spells it: camelCase, unset optional fields left out."""
+        """The object as the Kubernetes API stores it: camelCase, fields without a value left out
+        (the CRD has no nullable field)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
@@ -171,7 +174,7 @@ class Condition(_Model):
     """A Kubernetes API convention condition."""
 
     type: str
-    status: Literal["True", "False", "Unknown"]
+    status: ConditionStatus
     reason: str | None = None
     message: str | None = None
     last_transition_time: str | None = None
@@ -181,7 +184,7 @@ class Condition(_Model):
 class Progress(_Model):
     """Live download progress, as the fetcher patches it (and the operator aggregates it)."""
 
-    phase: str | None = None
+    phase: Phase | None = None
     percent: float | None = None
     bytes_done: int | None = None
     bytes_total: int | None = None
@@ -196,8 +199,11 @@ class Progress(_Model):
 
 
 class NodeStatus(Progress):
-    """Per-node state for nodeLocal storage: progress plus the node's verified digest or failure."""
+    """One entry of ``status.nodes`` (nodeLocal): a node's progress plus its verified digest or
+    failure. It has one writer identity, the node's field manager (`node_field_manager`): the fetch
+    pod on that node while it downloads, the operator otherwise."""
 
+    name: str
     digest: str | None = None
     reason: str | None = None
     message: str | None = None
@@ -210,7 +216,7 @@ class ModelArtifactStatus(_Model):
     phase: Phase | None = None
     conditions: list[Condition] = Field(default_factory=list)
     progress: Progress | None = None
-    nodes: dict[str, NodeStatus] = Field(default_factory=dict)
+    nodes: list[NodeStatus] = Field(default_factory=list)
     resolved_revision: str | None = None
     revision: str | None = None
     digest: str | None = None
@@ -221,9 +227,64 @@ class ModelArtifactStatus(_Model):
     ready_nodes: int | None = None
     target_nodes: int | None = None
 
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _legacy_node_map(cls, value: Any) -> Any:
+        """status.nodes was a map keyed by node name before it became a list of named entries;
+        such a status reads as the same entries (the reconciler then removes the map)."""
+        if isinstance(value, Mapping):
+            return [{**dict(entry), "name": node} for node, entry in value.items()]
+        return value
+
     def condition(self, type_: str) -> Condition | None:
         """The condition of that type, if present."""
         return next((c for c in self.conditions if c.type == type_), None)
+
+    def node(self, name: str) -> NodeStatus | None:
+        """The status.nodes entry of that node, if present."""
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+# ------------------------------------------------------------------------------ writing the status
+# Two writers share the status subresource. The operator merge-patches everything but `nodes`;
+# each `nodes` entry is server-side applied by its node's field manager. A list in a JSON merge
+# patch replaces the whole list, so a merge patch naming `nodes` would erase the entries that fetch
+# pods on other nodes apply concurrently; an apply merges by the list-map key `name` instead.
+
+NODE_FIELD_MANAGER_PREFIX = "modeldepot-node/"
+_FIELD_MANAGER_MAX_LENGTH = 128  # the API server's limit; node names may be up to 253
+
+
+def status_merge_patch(status: ModelArtifactStatus) -> dict[str, Any]:
+    """The operator's status write as the body of a JSON merge patch of ``status``: camelCase; a
+    field set to None is removed, a field never set is left as it is (in `progress`, the numbers a
+    fetcher keeps current). Never `nodes` (see above)."""
+    if "nodes" in status.model_fields_set:
+        raise ValueError("status.nodes is applied per node (node_apply), never merge-patched")
+    return status.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+def node_field_manager(node: str) -> str:
+    """The field manager owning ``status.nodes[name=node]``: ``modeldepot-node/<node>``, with a long
+    node name shortened to fit (a prefix and a hash of the whole name)."""
+    manager = NODE_FIELD_MANAGER_PREFIX + node
+    if len(manager) <= _FIELD_MANAGER_MAX_LENGTH:
+        return manager
+    digest = hashlib.sha256(node.encode()).hexdigest()[:8]
+    return f"{manager[: _FIELD_MANAGER_MAX_LENGTH - 9]}-{digest}"
+
+
+def node_apply(namespace: str, name: str, entry: NodeStatus | None) -> dict[str, Any]:
+    """The server-side apply configuration of one node's entry for `node_field_manager`: the whole
+    entry as stored (a field the manager set before and omits now is removed), or, for None, no
+    entry at all, which removes that node's entry and nothing else."""
+    status: dict[str, Any] = {"nodes": [entry.to_api()]} if entry is not None else {}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "status": status,
+    }
 
 
 # ----------------------------------------------------------------------------------------- resource
@@ -321,7 +382,7 @@ def validation_message(exc: ValidationError) -> str:
 class JobResult(_Model):
     """The fetcher's JSON result in the pod's termination message (docs/internals.md)."""
 
-    phase: Literal["Ready", "Failed"]
+    phase: Literal[Phase.READY, Phase.FAILED]
     reason: str | None = None
     message: str | None = None
     commit: str | None = None

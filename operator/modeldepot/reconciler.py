@@ -3,11 +3,12 @@
 A `Reconciler` is made once at operator start-up (kopf's memo) with the settings and a
 `ClusterApi` (the `kube` module in production, an in-memory fake in unit tests). Its `reconcile()`
 reads the artifact, checks the admin policy and path ownership, reads its target nodes, its fetch
-Jobs and their pods' results, asks `decisions.plan()` what to do, creates/deletes Jobs, and
-merge-patches the status when it changes; `finalize()` runs one pass of the deletion flow
-(`deletion.py`). Both are serialized per artifact. Handlers (kopf) stay thin and call these.
+Jobs and their pods' results, asks `decisions.plan()` what to do, creates/deletes Jobs,
+merge-patches the status when it changes and applies the node entries that changed (removing
+those of retired nodes); `finalize()` runs one pass of the deletion flow (`deletion.py`). Both are
+serialized per artifact. Handlers (kopf) stay thin and call these.
 
-Why one module of ~450 lines: every function here is a step of the same blocking pass that talks to
+Why one module of ~460 lines: every function here is a step of the same blocking pass that talks to
 `ClusterApi` (observe Jobs, check blockers and refusals, apply the Plan, retire nodes, record
 metrics); the decisions it applies live in `decisions/`, the deletion flow in `deletion.py`.
 """
@@ -29,22 +30,19 @@ from pydantic import ValidationError
 from . import builders, decisions, metrics, policy
 from .clusterapi import ClusterApi
 from .deletion import FinalizeStep, finalize_step, job_defaults
-from .errors import (
-    InvalidSpecError,
-    ModelDepotError,
-    PathConflictError,
-    PolicyViolationError,
-    StorageNotFoundError,
-    TokenSecretNotFoundError,
-)
+from .errors import ModelDepotError
 from .models import (
     CLEANUP_APP,
     FETCHER_APP,
+    ConditionStatus,
     JobResult,
     ModelArtifact,
+    ModelArtifactStatus,
+    status_merge_patch,
     validation_message,
 )
 from .settings import OperatorSettings
+from .vocabulary import Phase, Reason
 
 ClaimLookup = Callable[[str], Iterable[policy.PathClaim]]
 """The path claims of every artifact on one storage (kopf index in handlers.py)."""
@@ -53,13 +51,15 @@ log = logging.getLogger(__name__)
 
 # status keys whose change alone is not worth a write
 _VOLATILE = {"updatedAt", "lastTransitionTime"}
+# core/v1 pod phases of a pod that no longer runs
+_POD_DONE = ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a reconciliation did, for events and metrics."""
 
-    phase: str
+    phase: Phase
     previous_phase: str | None
     created: int
     deleted: int
@@ -114,9 +114,9 @@ def _job_states(
             )
             state = replace(
                 state,
-                failure_reason=TokenSecretNotFoundError.reason,
+                failure_reason=Reason.TOKEN_SECRET_NOT_FOUND,
                 failure_message=f"{message} ({config_error})",
-                result=JobResult(phase="Failed", reason=TokenSecretNotFoundError.reason, message=message),
+                result=JobResult(phase=Phase.FAILED, reason=Reason.TOKEN_SECRET_NOT_FOUND, message=message),
             )
         states.append(state)
         duration = decisions.job_duration(job)
@@ -131,7 +131,7 @@ def _token_blocker(api: ClusterApi, artifact: ModelArtifact) -> tuple[str, str] 
     if ref is None or api.read_secret_key(artifact.namespace, ref.name, ref.key) is not None:
         return None
     return (
-        TokenSecretNotFoundError.reason,
+        Reason.TOKEN_SECRET_NOT_FOUND,
         f"Secret {ref.name!r} key {ref.key!r} is missing in namespace {artifact.namespace}; "
         "the download starts once it exists",
     )
@@ -147,7 +147,7 @@ def _blocker(api: ClusterApi, artifact: ModelArtifact) -> tuple[str, str] | None
     claim = api.get_claim(artifact.namespace, claim_spec.claim_name)
     if claim is None:
         return (
-            StorageNotFoundError.reason,
+            Reason.STORAGE_NOT_FOUND,
             f"PersistentVolumeClaim {claim_spec.claim_name!r} does not exist in namespace "
             f"{artifact.namespace}; create it or set storage.persistentVolumeClaim.create",
         )
@@ -194,32 +194,24 @@ def _refuse(
     cancel its downloads, say why in status, create nothing."""
     deleted = _refusal(api, artifact, settings) if settings is not None else 0
     generation = body["metadata"].get("generation")
-    stamp = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def cond(type_: str, status: str) -> dict[str, Any]:
-        return {
-            "type": type_,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": stamp,
-            "observedGeneration": generation,
-        }
-
-    patch = {
-        "observedGeneration": generation,
-        "phase": "Failed",
-        "conditions": [
-            cond(decisions.READY, "False"),
-            cond(decisions.RECONCILING, "False"),
-            cond(decisions.STALLED, "True"),
-        ],
-    }
+    now = _now()
+    # a spec the models reject has no parsed status either: every condition starts now
+    refused: tuple[tuple[str, ConditionStatus], ...] = (
+        (decisions.READY, "False"),
+        (decisions.RECONCILING, "False"),
+        (decisions.STALLED, "True"),
+    )
+    conditions = [
+        decisions.condition((), type_, status, reason, message, generation=generation, now=now)
+        for type_, status in refused
+    ]
+    status = ModelArtifactStatus(observed_generation=generation, phase=Phase.FAILED, conditions=conditions)
+    patch = status_merge_patch(status)
     current = body.get("status") or {}
     if changed(current, patch):
         api.patch_artifact_status(body["metadata"]["namespace"], body["metadata"]["name"], {"status": patch})
     return Outcome(
-        "Failed", current.get("phase"), 0, deleted, reason, message, uid=body["metadata"].get("uid", "")
+        Phase.FAILED, current.get("phase"), 0, deleted, reason, message, uid=body["metadata"].get("uid", "")
     )
 
 
@@ -229,11 +221,11 @@ def _refusal_reason(
     """PolicyViolation or PathConflict, checked again before any Job (admission may be off)."""
     broken = policy.violations(artifact, policy.Policy.from_settings(settings))
     if broken:
-        return PolicyViolationError.reason, "; ".join(broken)
+        return Reason.POLICY_VIOLATION, "; ".join(broken)
     mine = policy.path_claim(artifact)
     other = policy.conflicting_claim(mine, claims(mine.storage))
     if other is not None:
-        return PathConflictError.reason, policy.conflict_message(mine, other)
+        return Reason.PATH_CONFLICT, policy.conflict_message(mine, other)
     return None
 
 
@@ -249,11 +241,12 @@ def _reconcile_pass(
     body = api.get_artifact(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None
+    body = _without_node_map(api, body)
     previous = (body.get("status") or {}).get("phase")
     try:
         artifact = ModelArtifact.from_body(body)
     except ValidationError as error:
-        return _refuse(api, body, InvalidSpecError.reason, validation_message(error))
+        return _refuse(api, body, Reason.INVALID_SPEC, validation_message(error))
     refused = _refusal_reason(artifact, settings, claims)
     if refused is not None:
         return _refuse(api, body, *refused, artifact=artifact, settings=settings)
@@ -269,11 +262,38 @@ def _reconcile_pass(
         blocker=_blocker(api, artifact) or _token_blocker(api, artifact),
         retry_after=timedelta(seconds=retry) if retry else None,
     )
-    created = _apply_plan(api, artifact, plan, node_objects, settings)
-    if changed(body.get("status") or {}, plan.status_patch):
-        api.patch_artifact_status(namespace, name, {"status": plan.status_patch})
+    created, forgotten = _apply_plan(api, artifact, plan, node_objects, settings)
+    _write_status(api, body, plan, forgotten)
     _record_metrics(artifact, plan, durations, previous, timed)
     return _outcome(artifact, plan, previous, created)
+
+
+def _without_node_map(api: ClusterApi, body: dict[str, Any]) -> dict[str, Any]:
+    """An artifact written before status.nodes became a list still holds the old map, and the API
+    server would refuse every node's apply against it: remove the map, once. The only merge patch
+    that ever names `nodes`; the entries are written again by their nodes' writers."""
+    status = body.get("status") or {}
+    if not isinstance(status.get("nodes"), Mapping):
+        return body
+    meta = body["metadata"]
+    api.patch_artifact_status(meta["namespace"], meta["name"], {"status": {"nodes": None}})
+    return {**body, "status": {k: v for k, v in status.items() if k != "nodes"}}
+
+
+def _write_status(
+    api: ClusterApi, body: Mapping[str, Any], plan: decisions.Plan, forgotten: list[str]
+) -> None:
+    """The node entries that changed, each applied by its own node's field manager, and the
+    removal of retired nodes' entries; then the merge patch of the rest, when it changes anything,
+    so that a reader who sees the new phase also sees the entries it summarizes."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for entry in plan.nodes:
+        api.apply_node_status(namespace, name, entry)
+    for node in forgotten:
+        api.forget_node_status(namespace, name, node)
+    patch = plan.status_patch
+    if changed(body.get("status") or {}, patch):
+        api.patch_artifact_status(namespace, name, {"status": patch})
 
 
 def _apply_plan(
@@ -282,9 +302,9 @@ def _apply_plan(
     plan: decisions.Plan,
     node_objects: list[dict[str, Any]],
     settings: OperatorSettings,
-) -> int:
-    """Delete and create the Plan's Jobs, retire stale nodes; returns how many Jobs were created.
-    Retired nodes' status entries are added to `plan.status_patch` (as null: removed)."""
+) -> tuple[int, list[str]]:
+    """Delete and create the Plan's Jobs, retire stale nodes; returns how many Jobs were created
+    and the retired nodes whose status entries go."""
     jobs_namespace = _jobs_namespace(artifact, settings)
     for job_name in plan.delete:
         api.delete_job(jobs_namespace, job_name)
@@ -306,24 +326,22 @@ def _apply_plan(
             artifact, node=request.node, defaults=defaults, revision=request.revision
         )
         created += api.create_job(manifest)
+    forgotten: list[str] = []
     if plan.stale_nodes:
         forgotten = _retire_nodes(api, artifact, plan.stale_nodes, node_objects, cleanup_jobs, settings)
-        if forgotten:
-            plan.status_patch.setdefault("nodes", {}).update(dict.fromkeys(forgotten))
-    return created
+    return created, forgotten
 
 
 def _outcome(artifact: ModelArtifact, plan: decisions.Plan, previous: str | None, created: int) -> Outcome:
-    failed = next((t for t in plan.targets if t.phase == "Failed"), None)
-    conditions = plan.status_patch.get("conditions") or []
-    ready = next((c for c in conditions if c["type"] == decisions.READY), None)
+    failed = next((t for t in plan.targets if t.phase == Phase.FAILED), None)
+    ready = plan.status.condition(decisions.READY)
     return Outcome(
         phase=plan.phase,
         previous_phase=previous,
         created=created,
         deleted=len(plan.delete),
-        reason=(failed.reason if failed else None) or (ready["reason"] if ready else None),
-        message=ready["message"] if ready else None,
+        reason=(failed.reason if failed else None) or (ready.reason if ready else None),
+        message=ready.message if ready else None,
         uid=artifact.metadata.uid,
     )
 
@@ -346,12 +364,12 @@ def _retire_nodes(
     cleanup_jobs: Mapping[str | None, decisions.JobState],
     settings: OperatorSettings,
 ) -> list[str]:
-    """Clean up nodes that stopped matching; returns the status.nodes entries to drop."""
+    """Clean up nodes that stopped matching; returns the nodes whose status.nodes entries go."""
     namespace = _jobs_namespace(artifact, settings)
     busy = {
         pod["spec"].get("nodeName", "")
         for pod in api.list_pods(namespace, builders.artifact_selector(artifact, FETCHER_APP))
-        if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        if (pod.get("status") or {}).get("phase") not in _POD_DONE
     }
     by_name = {node["metadata"]["name"]: node for node in node_objects}
     by_node = {node: job for node, job in cleanup_jobs.items() if node}
@@ -371,14 +389,14 @@ def _record_metrics(
     timed: TimedJobs,
 ) -> None:
     metrics.record_phase(artifact.namespace, artifact.name, plan.phase)
-    if plan.phase == "Failed" and previous != "Failed":
-        failed = next((t for t in plan.targets if t.phase == "Failed"), None)
-        metrics.failures.labels(reason=(failed.reason if failed else None) or "Unknown").inc()
+    if plan.phase == Phase.FAILED and previous != Phase.FAILED:
+        failed = next((t for t in plan.targets if t.phase == Phase.FAILED), None)
+        metrics.failures.labels(reason=(failed.reason if failed else None) or Reason.UNKNOWN).inc()
     # a Job's completion time may land after the status turned Ready: observe each Job once
     for uid, seconds in durations.items():
         if timed.first_time(uid):
             metrics.download_duration.observe(seconds)
-    if plan.phase == "Ready" and previous != "Ready":
+    if plan.phase == Phase.READY and previous != Phase.READY:
         for target in plan.targets:
             if target.result and target.result.total_bytes:
                 metrics.downloaded_bytes.inc(target.result.total_bytes)

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -222,7 +222,7 @@ class Artifacts:
 
         def done() -> int:
             status = self.status(name)
-            progress = (status.get("nodes") or {}).get(node) if node else status.get("progress")
+            progress = node_entries(status).get(node) if node else status.get("progress")
             return int((progress or {}).get("bytesDone") or 0)
 
         wait_until(lambda: done() > more_than, timeout=timeout, what=f"{name} past {more_than} bytes")
@@ -270,6 +270,14 @@ class Artifacts:
         core = client.CoreV1Api(self.cluster.api)
         found = core.list_namespaced_event(self.namespace, field_selector="involvedObject.kind=ModelArtifact")
         return [self.cluster.api.sanitize_for_serialization(event) for event in found.items]
+
+
+def node_entries(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """status.nodes (a list of entries named by node) by node name; each node at most once."""
+    entries = status.get("nodes") or []
+    by_name = {entry["name"]: entry for entry in entries}
+    assert len(by_name) == len(entries), f"a node listed twice: {[e['name'] for e in entries]}"
+    return by_name
 
 
 def claim_dir(cluster: ClusterHandle, namespace: str, claim: str) -> Path:

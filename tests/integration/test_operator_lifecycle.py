@@ -15,6 +15,7 @@ from support import (
     OperatorHandle,
     claim_dir,
     files_digest,
+    node_entries,
     pvc_spec,
     unique_repo,
     wait_until,
@@ -110,7 +111,8 @@ def test_node_local_fans_out_to_exactly_the_matching_nodes(
         },
     )
     status = artifacts.wait_phase("fanout", "Ready", timeout=120)
-    assert set(status["nodes"]) == {"md-node-a", "md-node-c"}
+    nodes = node_entries(status)
+    assert set(nodes) == {"md-node-a", "md-node-c"}
     assert status["readyNodes"] == status["targetNodes"] == 2
     job_nodes = sorted(job["metadata"]["annotations"]["modeldepot.dev/node"] for job in artifacts.jobs())
     assert job_nodes == ["md-node-a", "md-node-c"]
@@ -119,7 +121,7 @@ def test_node_local_fans_out_to_exactly_the_matching_nodes(
     published = f"var/lib/modeldepot/{artifacts.namespace}/fanout"
     for node in ("md-node-a", "md-node-c"):
         directory = cluster.node_dir(node) / published
-        assert status["nodes"][node]["digest"] == files_digest(directory) == status["digest"]
+        assert nodes[node]["digest"] == files_digest(directory) == status["digest"]
     assert not (cluster.node_dir("md-node-b") / published).exists()
 
 

@@ -1,4 +1,5 @@
-"""Deletion always completes: a vanished node or claim ends in a Warning Event, not a stuck finalizer."""
+"""Deletion always completes: a vanished node or claim ends in a Warning Event, not a stuck finalizer;
+nodes come and go: each node's status entry has its own writer, and a retired node loses only its own."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from support import Artifacts, ClusterHandle, unique_repo, wait_until
+from support import Artifacts, ClusterHandle, node_entries, unique_repo, wait_until
 
 SERVED_LABEL = "localdev.modeldepot.dev/podrunner"
 
@@ -105,6 +106,67 @@ def test_missing_claim_is_reported_until_it_exists(
     artifacts.wait_phase("waiting", "Ready", timeout=90)
 
 
+def node_managers(cluster: ClusterHandle, artifacts: Artifacts, name: str) -> list[dict[str, Any]]:
+    """The artifact's managedFields entries (who wrote which fields, and how)."""
+    body = cluster.kubectl_json("get", "ma", name, "-n", artifacts.namespace, "--show-managed-fields")
+    managers: list[dict[str, Any]] = body["metadata"].get("managedFields") or []
+    return managers
+
+
+def test_concurrent_node_writers_never_clobber_each_other(
+    hub: Any, artifacts: Artifacts, cluster: ClusterHandle
+) -> None:
+    """Two fetch pods write their nodes' entries every ~2 s while the operator merge-patches the
+    rest of the status: no entry ever disappears, and each is owned by its own node's manager."""
+    pool = f"pool-{uuid.uuid4().hex[:6]}"
+    nodes = [f"md-node-{pool}-1", f"md-node-{pool}-2"]
+    repo = unique_repo()
+    for node in nodes:
+        add_node(cluster, node, {"modeldepot-test-pool": pool})
+    try:
+        hub.add_repo_from_files(repo, {"model.safetensors": (16_000_000, 9)})
+        hub.set_throttle(4_000_000, repo_id=repo)  # shared: ~2 MB/s per node, ~8 s of progress each
+        artifacts.apply(
+            "pair",
+            {
+                "source": {"huggingFace": {"repo": repo, "endpoint": hub.url}},
+                "storage": {"nodeLocal": {"nodeSelector": {"modeldepot-test-pool": pool}}},
+            },
+        )
+        present: set[str] = set()
+        vanished: list[str] = []
+        progress: dict[str, set[int]] = {node: set() for node in nodes}
+
+        def sample() -> bool:
+            status = artifacts.status("pair")
+            entries = node_entries(status)
+            vanished.extend(sorted(present - set(entries)))
+            present.update(entries)
+            for node, entry in entries.items():
+                if entry.get("phase") == "Downloading":
+                    progress[node].add(int(entry.get("bytesDone") or 0))
+            return status.get("phase") == "Ready"
+
+        wait_until(sample, timeout=120, interval=0.1, what="both nodes Ready")
+        assert not vanished, f"entries disappeared: {vanished}"
+        assert all(len(seen) >= 2 for seen in progress.values()), progress  # both wrote while both ran
+        entries = node_entries(artifacts.status("pair"))
+        assert set(entries) == set(nodes)
+        assert entries[nodes[0]]["digest"] == entries[nodes[1]]["digest"]
+
+        managed = node_managers(cluster, artifacts, "pair")
+        for node in nodes:
+            (mine,) = [m for m in managed if m["manager"] == f"modeldepot-node/{node}"]
+            assert (mine["operation"], mine["subresource"]) == ("Apply", "status")
+            assert list(mine["fieldsV1"]["f:status"]["f:nodes"]) == [f'k:{{"name":"{node}"}}']
+        # no merge patch ever wrote status.nodes (it would replace the list, and own it)
+        assert not [m for m in managed if m["operation"] == "Update" and '"f:nodes"' in json.dumps(m)]
+    finally:
+        hub.set_throttle(None, repo_id=repo)
+        for node in nodes:
+            cluster.kubectl("delete", "node", node, "--ignore-not-found")
+
+
 def test_node_that_stops_matching_loses_its_copy(
     hub: Any, artifacts: Artifacts, cluster: ClusterHandle
 ) -> None:
@@ -123,16 +185,20 @@ def test_node_that_stops_matching_loses_its_copy(
             },
         )
         status = artifacts.wait_phase("shrinking", "Ready")
-        assert set(status["nodes"]) == {first, second}
+        entries = node_entries(status)
+        assert set(entries) == {first, second}
+        assert entries[first]["phase"] == entries[second]["phase"] == "Ready"
         published = cluster.node_dir(second) / "var/lib/modeldepot" / artifacts.namespace / "shrinking"
         assert (published / "model.bin").exists()
 
         cluster.kubectl("label", "node", second, "modeldepot-test-pool-")
         wait_until(
-            lambda: set(artifacts.status("shrinking").get("nodes", {})) == {first},
+            lambda: set(node_entries(artifacts.status("shrinking"))) == {first},
             timeout=90,
             what=f"{second} to be retired from status.nodes",
         )
+        # only the retired node's entry went; the other one is exactly as it was
+        assert node_entries(artifacts.status("shrinking")) == {first: entries[first]}
         assert not published.exists()
         assert not list((cluster.node_dir(second) / "var/lib/modeldepot/.modeldepot").rglob("model.bin"))
         status = artifacts.status("shrinking")

@@ -1,9 +1,11 @@
 """An in-memory stand-in for `modeldepot.clusterapi.ClusterApi`, for unit tests of the reconciler.
 
 A mock only in the sense that no apiserver runs: it stores objects as plain dicts, matches label
-selectors, applies JSON merge patches to status and records every write, so tests can drive
-reconcile and finalize through their branches in milliseconds. The real behaviour (RBAC, owner
-references, the Job controller) is covered by tests/integration against a real control plane.
+selectors, applies JSON merge patches to status (a list in one replaces the whole list, as on the
+API server) and server-side applies of `status.nodes` entries with the API server's field
+ownership (`apply_nodes`), and records every write, so tests can drive reconcile and finalize
+through their branches in milliseconds. The real behaviour (RBAC, owner references, the Job
+controller, the API server's own apply) is covered by tests/integration against a real control plane.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from modeldepot.models import NodeStatus, node_field_manager
+
 Key = tuple[str, str]
+# who owns which fields of each status.nodes entry: artifact -> node -> field manager -> fields
+Owners = dict[str, dict[str, set[str]]]
+# the manager a merge patch writes as (an "Update" operation, as kubectl edit or a client would)
+MERGE_MANAGER = "merge-patch"
 
 
 def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
@@ -54,7 +62,9 @@ class FakeCluster:
         self.secrets: dict[Key, dict[str, bytes]] = {}
         self.service_accounts: set[Key] = set()
         self.roles: dict[Key, dict[str, Any]] = {}
+        self.node_owners: dict[Key, Owners] = {}
         self.writes: list[str] = []
+        self.status_patches: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------- the protocol
 
@@ -64,8 +74,21 @@ class FakeCluster:
 
     def patch_artifact_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         self.writes.append(f"patch-status {namespace}/{name}")
+        self.status_patches.append(json.loads(json.dumps(patch)))
         body = self.artifacts[(namespace, name)]
         merge_patch(body, json.loads(json.dumps(patch)))
+        if "nodes" in (patch.get("status") or {}):
+            # the list was replaced whole: every entry now belongs to the merge patch's manager
+            nodes = (body.get("status") or {}).get("nodes") or []
+            self.node_owners[(namespace, name)] = {
+                e["name"]: {MERGE_MANAGER: set(e) - {"name"}} for e in nodes if isinstance(e, dict)
+            }
+
+    def apply_node_status(self, namespace: str, name: str, entry: NodeStatus) -> None:
+        self.apply_nodes(namespace, name, node_field_manager(entry.name), [entry.to_api()])
+
+    def forget_node_status(self, namespace: str, name: str, node: str) -> None:
+        self.apply_nodes(namespace, name, node_field_manager(node), [])
 
     def list_nodes(self) -> list[dict[str, Any]]:
         return [copy.deepcopy(n) for n in self.nodes.values()]
@@ -138,6 +161,42 @@ class FakeCluster:
         self.writes.append(f"delete-fetcher-objects {namespace}/{name}")
         self.service_accounts.discard((namespace, name))
         self.secrets.pop((namespace, name), None)
+
+    def apply_nodes(self, namespace: str, name: str, manager: str, entries: list[dict[str, Any]]) -> None:
+        """Server-side apply, with force, of `status.nodes` (a list-map keyed by `name`) by one field
+        manager, as the API server does it: the manager then owns exactly the fields it applied
+        (taking them from other managers); a field it owned and no longer names is removed unless
+        another manager owns it; an entry whose fields nobody owns any more is removed."""
+        self.writes.append(f"apply-status {namespace}/{name} {manager}")
+        status = self.artifacts[(namespace, name)].setdefault("status", {})
+        nodes: list[dict[str, Any]] = status.get("nodes") or []
+        owners = self.node_owners.setdefault((namespace, name), {})
+        applied = {e["name"]: copy.deepcopy(e) for e in entries}
+        for node in [*owners, *(n for n in applied if n not in owners)]:
+            by_manager = owners.setdefault(node, {})
+            before = by_manager.pop(manager, set())
+            now = set(applied.get(node, {})) - {"name"}
+            for fields in by_manager.values():
+                fields -= now
+            current = next((e for e in nodes if e["name"] == node), None)
+            if node in applied:
+                if current is None:
+                    current = {"name": node}
+                    nodes.append(current)
+                current.update({k: v for k, v in applied[node].items() if k != "name"})
+            others = set().union(*by_manager.values())
+            for field in before - now - others:
+                if current is not None:
+                    current.pop(field, None)
+            if now:
+                by_manager[manager] = now
+            if not any(by_manager.values()):
+                owners.pop(node)
+                nodes = [e for e in nodes if e["name"] != node]
+        if nodes:
+            status["nodes"] = nodes
+        else:
+            status.pop("nodes", None)
 
     # ------------------------------------------------------------------------ test helpers
 

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel
 
 from modeldepot import models
+from modeldepot.vocabulary import Phase
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "modelartifacts.yaml"
 
@@ -106,10 +107,23 @@ def test_defaults_and_bounds(schema: dict[str, Any]) -> None:
     local = spec["storage"]["properties"]["nodeLocal"]["properties"]
     assert local["path"]["default"] == models.DEFAULT_NODE_ROOT
     status = schema["properties"]["status"]["properties"]
-    assert status["phase"]["enum"] == list(models.PHASES)
+    assert status["phase"]["enum"] == list(Phase)
     assert status["conditions"]["x-kubernetes-list-type"] == "map"
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
     assert status["progress"]["properties"]["percent"]["maximum"] == 100
+
+
+def test_status_nodes_is_a_list_map_keyed_by_name(schema: dict[str, Any]) -> None:
+    """Kubernetes API conventions: named entries, so that server-side apply merges each node's entry."""
+    status = schema["properties"]["status"]["properties"]
+    nodes = status["nodes"]
+    assert nodes["type"] == "array"
+    assert nodes["x-kubernetes-list-type"] == "map"
+    assert nodes["x-kubernetes-list-map-keys"] == ["name"]
+    assert nodes["items"]["required"] == ["name"]  # a list-map key must be required
+    target_phases = [p for p in Phase if p is not Phase.DELETING]
+    assert nodes["items"]["properties"]["phase"]["enum"] == target_phases
+    assert status["progress"]["properties"]["phase"]["enum"] == target_phases
 
 
 def _rules(schema: dict[str, Any]) -> dict[str, list[str]]:

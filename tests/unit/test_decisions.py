@@ -66,7 +66,18 @@ def manifests(b: dict[str, Any], p: Plan) -> list[dict[str, Any]]:
 
 
 def apply(b: dict[str, Any], p: Plan) -> dict[str, Any]:
-    return {**b, "status": merge(b.get("status") or {}, p.status_patch)}
+    """The status after the reconciler's writes: the merge patch, then each node entry applied whole."""
+    status = merge(b.get("status") or {}, p.status_patch)
+    nodes = {entry["name"]: entry for entry in status.get("nodes", [])}
+    nodes.update({entry.name: entry.to_api() for entry in p.nodes})
+    if nodes:
+        status["nodes"] = list(nodes.values())
+    return {**b, "status": status}
+
+
+def entries(p: Plan) -> dict[str, dict[str, Any]]:
+    """The status.nodes entries the Plan applies, by node."""
+    return {entry.name: entry.model_dump(by_alias=True, mode="json") for entry in p.nodes}
 
 
 def conds(p: Plan) -> dict[str, tuple[str, str]]:
@@ -324,8 +335,8 @@ def test_node_local_creates_one_job_per_node() -> None:
         assert terms[0]["matchFields"][0]["values"] == [node]
     s = p.status_patch
     assert (s["readyNodes"], s["targetNodes"]) == (0, 3)
-    assert set(s["nodes"]) == {"a", "b", "c"}
-    assert s["nodes"]["a"]["phase"] == "Pending"
+    assert set(entries(p)) == {"a", "b", "c"}
+    assert entries(p)["a"]["phase"] == "Pending"
     assert s["progress"]["summary"].startswith("0/3 nodes")
     assert s["path"] == "node:/var/lib/modeldepot/ml/minilm"
 
@@ -341,7 +352,7 @@ def test_no_matching_nodes() -> None:
 
 def test_node_no_longer_matching_loses_its_job() -> None:
     b = body(node_local=True)
-    b["status"] = {"nodes": {"gone": {"phase": "Ready", "digest": DIGEST, "observedGeneration": 2}}}
+    b["status"] = {"nodes": [{"name": "gone", "phase": "Ready", "digest": DIGEST, "observedGeneration": 2}]}
     gone = job(node="gone", active=1)
     p = run(b, nodes=["a"], jobs=[gone, job(node="a", active=1)])
     assert p.delete == [gone.name]
@@ -353,19 +364,21 @@ def test_node_no_longer_matching_loses_its_job() -> None:
 def test_node_local_aggregates_progress() -> None:
     b = body(node_local=True)
     b["status"] = {
-        "nodes": {
-            "a": {
+        "nodes": [
+            {
+                "name": "a",
                 "phase": "Downloading", "percent": 50.0, "bytesDone": 500, "bytesTotal": 1000, "filesDone": 1,
                 "filesTotal": 2, "bytesPerSecond": 100.0, "etaSeconds": 5.0, "observedGeneration": 2,
                 "resolvedRevision": COMMIT, "updatedAt": "2026-05-01T11:59:58Z",
             },
-            "b": {
+            {
+                "name": "b",
                 "phase": "Downloading", "percent": 10.0, "bytesDone": 100, "bytesTotal": 1000, "filesDone": 0,
                 "filesTotal": 2, "bytesPerSecond": 50.0, "etaSeconds": 18.0, "observedGeneration": 2,
                 "updatedAt": "2026-05-01T11:59:59Z",
             },
-            "c": {"phase": "Downloading", "percent": 99.0, "bytesDone": 990, "observedGeneration": 1},
-        }
+            {"name": "c", "phase": "Downloading", "percent": 99.0, "bytesDone": 990, "observedGeneration": 1},
+        ]
     }  # fmt: skip
     p = run(b, nodes=["a", "b", "c"], jobs=[job(node="a", active=1), job(node="b", active=1), job(node="c")])
     assert p.phase == "Downloading" and p.create == []
@@ -378,9 +391,9 @@ def test_node_local_aggregates_progress() -> None:
     assert prog["resolvedRevision"] == COMMIT
     assert prog["updatedAt"] == "2026-05-01T11:59:59Z"
     assert prog["summary"] == "0/3 nodes, 20% of 1.0 kB, 150 B/s, ETA 18s"
-    assert set(p.status_patch["nodes"]) == {"c"}  # a and b are the fetchers' to write
-    assert p.status_patch["nodes"]["c"]["phase"] == "Pending"
-    assert p.status_patch["nodes"]["c"]["bytesDone"] is None
+    assert set(entries(p)) == {"c"}  # a and b are the fetchers' to write
+    assert entries(p)["c"]["phase"] == "Pending"
+    assert entries(p)["c"]["bytesDone"] is None
 
 
 def test_node_local_ready_on_all_nodes() -> None:
@@ -392,7 +405,7 @@ def test_node_local_ready_on_all_nodes() -> None:
     assert p.phase == "Ready"
     s = p.status_patch
     assert (s["readyNodes"], s["targetNodes"]) == (2, 2)
-    assert s["nodes"]["a"]["digest"] == DIGEST and s["nodes"]["a"]["phase"] == "Ready"
+    assert entries(p)["a"]["digest"] == DIGEST and entries(p)["a"]["phase"] == "Ready"
     assert s["progress"]["summary"] == "2/2 nodes, 100% of 1.0 kB"
     assert s["progress"]["bytesTotal"] == 2000 and s["progress"]["percent"] == 100.0
     assert s["digest"] == DIGEST and s["totalBytes"] == 1000
@@ -421,7 +434,7 @@ def test_one_failed_node_fails_the_artifact() -> None:
     assert p.phase == "Failed"
     assert conds(p)["Stalled"] == ("True", "InsufficientStorage")
     assert p.status_patch["conditions"][0]["message"].startswith("b: need 91.6 MB")
-    assert p.status_patch["nodes"]["b"]["reason"] == "InsufficientStorage"
+    assert entries(p)["b"]["reason"] == "InsufficientStorage"
     assert p.delete == []  # c keeps downloading
 
 
@@ -442,7 +455,7 @@ def test_plan_is_a_fixed_point() -> None:
     first = run(b, nodes=["a", "b"], jobs=jobs)
     b = apply(b, first)
     second = run(b, nodes=["a", "b"], jobs=jobs, now=T0 + timedelta(minutes=3))
-    assert "nodes" not in second.status_patch
+    assert second.nodes == []
     assert second.status_patch["conditions"] == first.status_patch["conditions"]
     assert second.status_patch["progress"] == first.status_patch["progress"]
 
@@ -555,10 +568,10 @@ def test_matching_nodes_from_node_objects() -> None:
 def test_later_node_jobs_fetch_the_commit_earlier_nodes_resolved() -> None:
     b = body(node_local=True)
     b["status"] = {
-        "nodes": {
-            "n1": {"phase": "Downloading", "observedGeneration": 2, "resolvedRevision": COMMIT},
-            "old": {"phase": "Ready", "observedGeneration": 1, "resolvedRevision": "f" * 40},
-        }
+        "nodes": [
+            {"name": "n1", "phase": "Downloading", "observedGeneration": 2, "resolvedRevision": COMMIT},
+            {"name": "old", "phase": "Ready", "observedGeneration": 1, "resolvedRevision": "f" * 40},
+        ]
     }
     p = run(b, nodes=["n1", "n2"], jobs=[job(node="n1", active=1)])
     (created,) = manifests(b, p)

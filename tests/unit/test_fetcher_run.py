@@ -20,6 +20,7 @@ from localdev.hubemu import HubEmulator
 from modeldepot import cli, errors
 from modeldepot.fetcher.manifest import Manifest, digest_of_dir
 from modeldepot.fetcher.run import FetchRequest, fetch, run
+from modeldepot.models import NodeStatus
 from modeldepot.settings import FetchSettings
 
 REPO = "org/tiny"
@@ -335,8 +336,10 @@ def test_cli_reports_progress_through_kube(
     hub: HubEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     patches: list[tuple[str, str, dict[str, Any]]] = []
+    applied: list[tuple[str, str, NodeStatus]] = []
     fake = types.ModuleType("modeldepot.kube")
     fake.patch_artifact_status = lambda ns, name, patch: patches.append((ns, name, patch))  # type: ignore[attr-defined]
+    fake.apply_node_status = lambda ns, name, entry: applied.append((ns, name, entry))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "modeldepot.kube", fake)
     monkeypatch.setenv("MODELDEPOT_TERMINATION_LOG", str(tmp_path / "tl"))
     target = tmp_path / "m"
@@ -353,11 +356,11 @@ def test_cli_reports_progress_through_kube(
         "2",
     ]
     assert cli.main([*argv, "--node", "node-a"]) == 0
-    ns, name, body = patches[-1]
+    assert not patches, "a node's progress is applied as its own entry, never merge-patched"
+    ns, name, node = applied[-1]
     assert (ns, name) == ("ns1", "art")
-    node = body["status"]["nodes"]["node-a"]
-    assert node["phase"] == "Ready" and node["observedGeneration"] == 2
-    patches.clear()
+    assert node.name == "node-a"
+    assert node.phase == "Ready" and node.observed_generation == 2 and node.digest
     assert cli.main(argv) == 0
     assert patches[-1][2]["status"]["progress"]["phase"] == "Ready"
     assert json.loads((tmp_path / "tl").read_text())["phase"] == "Ready"

@@ -54,7 +54,7 @@ def test_parse_camel_case_and_status() -> None:
         "conditions": [
             {"type": "Ready", "status": "False", "reason": "Downloading", "observedGeneration": 3}
         ],
-        "nodes": {"n1": {"percent": 12.5, "bytesDone": 10, "digest": "sha256:x"}},
+        "nodes": [{"name": "n1", "percent": 12.5, "bytesDone": 10, "digest": "sha256:x"}],
         "kopf": {"progress": {}},  # fields a newer CRD or kopf may add are ignored
     }
     a = ModelArtifact.from_body(b)
@@ -67,7 +67,9 @@ def test_parse_camel_case_and_status() -> None:
     assert a.spec.downloader.backoff_limit == 0
     res = a.spec.downloader.resources
     assert res is not None and res.limits == {"memory": "2Gi", "cpu": 2}
-    assert a.status.nodes["n1"].bytes_done == 10 and a.status.nodes["n1"].digest == "sha256:x"
+    n1 = a.status.node("n1")
+    assert n1 is not None and n1.bytes_done == 10 and n1.digest == "sha256:x"
+    assert a.status.node("n2") is None
     cond = a.status.condition("Ready")
     assert cond is not None and cond.observed_generation == 3
     assert a.status.condition("Stalled") is None

@@ -245,7 +245,7 @@ def test_finalize_when_the_claim_or_node_is_gone() -> None:
     assert not cluster.jobs
 
     cluster.add_artifact("local", node_spec())
-    cluster.artifacts[(NS, "local")]["status"] = {"nodes": {"gone-node": {"phase": "Ready"}}}
+    cluster.artifacts[(NS, "local")]["status"] = {"nodes": [{"name": "gone-node", "phase": "Ready"}]}
     step = finalize(cluster, "local")
     assert step.done and [w[0] for w in step.warnings] == ["NodeGone"]
 
@@ -254,7 +254,7 @@ def test_finalize_runs_no_job_for_a_spec_against_policy() -> None:
     cluster = FakeCluster()
     cluster.add_node("n1")
     cluster.add_artifact("root", node_spec(path="/etc"))
-    cluster.artifacts[(NS, "root")]["status"] = {"nodes": {"n1": {"phase": "Ready"}}}
+    cluster.artifacts[(NS, "root")]["status"] = {"nodes": [{"name": "n1", "phase": "Ready"}]}
     step = finalize(cluster, "root")
     assert step.done and [w[0] for w in step.warnings] == ["PolicyViolation"]
     assert not cluster.jobs

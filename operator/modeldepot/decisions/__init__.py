@@ -7,28 +7,10 @@
 from .nodes import Retirement, matching_nodes, node_matches, pinned_commit, retire_nodes, tolerates
 from .observe import JobState, config_error, is_transient, job_duration, pod_result
 from .plan import JobRequest, Plan, decide_target, plan
-from .status import (
-    CONDITION_TYPES,
-    READY,
-    REASON_CHECKSUM_MISMATCH,
-    REASON_DOWNLOAD_FAILED,
-    REASON_NO_MATCHING_NODES,
-    REASON_VERIFIED,
-    RECONCILING,
-    STALLED,
-    TargetState,
-    condition,
-    deleting_patch,
-    display_revision,
-)
+from .status import READY, RECONCILING, STALLED, TargetState, condition, deleting_status
 
 __all__ = [
-    "CONDITION_TYPES",
     "READY",
-    "REASON_CHECKSUM_MISMATCH",
-    "REASON_DOWNLOAD_FAILED",
-    "REASON_NO_MATCHING_NODES",
-    "REASON_VERIFIED",
     "RECONCILING",
     "STALLED",
     "JobRequest",
@@ -39,8 +21,7 @@ __all__ = [
     "condition",
     "config_error",
     "decide_target",
-    "deleting_patch",
-    "display_revision",
+    "deleting_status",
     "is_transient",
     "job_duration",
     "matching_nodes",

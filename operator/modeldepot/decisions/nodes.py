@@ -75,7 +75,7 @@ def pinned_commit(artifact: ModelArtifact) -> str | None:
     gen = artifact.generation
     commits = Counter(
         entry.resolved_revision
-        for entry in artifact.status.nodes.values()
+        for entry in artifact.status.nodes
         if entry.observed_generation == gen and entry.resolved_revision
     )
     return commits.most_common(1)[0][0] if commits else None
@@ -86,7 +86,7 @@ class Retirement:
     """What to do about nodes in status.nodes that are no longer targets."""
 
     cleanup: list[str] = field(default_factory=list)  # create a cleanup Job there
-    forget: list[str] = field(default_factory=list)  # drop the status.nodes entry
+    forget: list[str] = field(default_factory=list)  # remove the status.nodes entry
     remove_jobs: list[str] = field(default_factory=list)  # finished cleanup Jobs
 
 

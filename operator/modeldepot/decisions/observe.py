@@ -10,14 +10,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import builders, errors
+from .. import builders
 from ..errors import ERRORS_BY_REASON
 from ..models import LABEL_GENERATION, LABEL_NODE, JobResult, parse_termination_message
+from ..vocabulary import Phase, Reason
 
+# Kubernetes' words, read from Jobs and pods (not ours to define):
 # pod waiting reasons that mean the fetcher cannot start until the user fixes something
 _CONFIG_ERRORS = {"CreateContainerConfigError"}
-# Job "Failed" condition reasons (batch/v1) that name the failure better than the fetcher's own result
-JOB_REASONS = {errors.BackoffLimitExceededError.reason, errors.DeadlineExceededError.reason}
+# batch/v1 Job condition types of a finished Job
+_JOB_COMPLETE = ("Complete", "SuccessCriteriaMet")
+_JOB_FAILED = ("Failed", "FailureTarget")
+# Job failure reasons (batch/v1) that name the failure better than the fetcher's own result; we
+# report them with the same words
+JOB_REASONS = {Reason.BACKOFF_LIMIT_EXCEEDED, Reason.DEADLINE_EXCEEDED}
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,10 @@ class JobState:
         for cond in status.get("conditions") or ():
             if cond.get("status") != "True":
                 continue
-            if cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            if cond.get("type") in _JOB_COMPLETE:
                 complete = True
-            elif cond.get("type") in ("Failed", "FailureTarget"):
-                failure_reason = cond.get("reason") or "Failed"
+            elif cond.get("type") in _JOB_FAILED:
+                failure_reason = cond.get("reason") or Reason.FAILED
                 failure_message = cond.get("message")
                 failed_at = parse_time(cond.get("lastTransitionTime")) or failed_at
         if isinstance(result, str):
@@ -127,7 +133,7 @@ def parse_time(value: Any) -> datetime | None:
 def is_transient(job: JobState) -> bool:
     """Whether a failed Job failed for a reason that may pass (the Hub was down, a timeout), as
     opposed to one only a spec change can fix (unknown repo, bad token, corrupt bytes)."""
-    reason = job.result.reason if job.result is not None and job.result.phase == "Failed" else None
+    reason = job.result.reason if job.result is not None and job.result.phase == Phase.FAILED else None
     if reason is None:
         # no result from the fetcher: the pod died (OOM, eviction, deadline) rather than decided
         return True

@@ -2,8 +2,8 @@
 
 `plan()` is a pipeline of short pure steps: triage the Jobs (keep, replace, delete), decide each
 target (claim or node) and which need a Job, judge the whole (phase, reason, a fleet that
-disagrees on a digest), render conditions and the status merge patch. The Plan names the Jobs to
-create in domain terms (`JobRequest`); the reconciler asks `builders` for their manifests.
+disagrees on a digest), render conditions, the status and the node entries. The Plan names the
+Jobs to create in domain terms (`JobRequest`); the reconciler asks `builders` for their manifests.
 """
 
 from __future__ import annotations
@@ -16,23 +16,31 @@ from typing import Any
 
 from .. import builders
 from ..formatting import format_bytes
-from ..models import JobResult, ModelArtifact
+from ..models import (
+    Condition,
+    ConditionStatus,
+    JobResult,
+    ModelArtifact,
+    ModelArtifactStatus,
+    NodeStatus,
+    status_merge_patch,
+)
+from ..vocabulary import Phase, Reason
 from .nodes import pinned_commit
 from .observe import JOB_REASONS, JobState, is_transient, retry_due
 from .status import (
     READY,
-    REASON_CHECKSUM_MISMATCH,
-    REASON_DOWNLOAD_FAILED,
-    REASON_VERIFIED,
     RECONCILING,
     STALLED,
     TargetState,
+    Verdict,
     aggregate,
+    claim_progress,
     condition,
     current_entry,
     display_revision,
-    entry_patch,
     iso,
+    node_entry,
     overall,
     recorded,
 )
@@ -48,15 +56,22 @@ class JobRequest:
 
 @dataclass(frozen=True)
 class Plan:
-    """What to do: Jobs to create and delete (names), and the status merge patch."""
+    """What to do: Jobs to create and delete (names), the status the operator merges (`status`,
+    never `nodes`) and the status.nodes entries it applies, one per node that changed."""
 
     create: list[JobRequest]
     delete: list[str]
-    status_patch: dict[str, Any]
-    phase: str
+    status: ModelArtifactStatus
+    phase: Phase
+    nodes: list[NodeStatus] = field(default_factory=list)
     targets: list[TargetState] = field(default_factory=list)
     # nodes in status.nodes that are no longer targets (their files stay until cleaned up)
     stale_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def status_patch(self) -> dict[str, Any]:
+        """`status` as the body of the JSON merge patch the reconciler sends."""
+        return status_merge_patch(self.status)
 
 
 @dataclass
@@ -100,25 +115,25 @@ def triage(
 
 def failure(job: JobState) -> tuple[str, str]:
     """Reason and message of a finished, failed Job."""
-    res = job.result if job.result is not None and job.result.phase == "Failed" else None
+    res = job.result if job.result is not None and job.result.phase == Phase.FAILED else None
     detail = f"{res.reason}: {res.message}" if res and res.reason else (res.message if res else None)
     if job.failure_reason in JOB_REASONS:
         msg = job.failure_message or f"Job {job.name} failed"
-        return job.failure_reason or REASON_DOWNLOAD_FAILED, f"{msg}; last error: {detail}" if detail else msg
+        return job.failure_reason or Reason.DOWNLOAD_FAILED, f"{msg}; last error: {detail}" if detail else msg
     if res is not None and res.reason:
         return res.reason, res.message or res.reason
-    return REASON_DOWNLOAD_FAILED, job.failure_message or f"Job {job.name} failed without a result"
+    return Reason.DOWNLOAD_FAILED, job.failure_message or f"Job {job.name} failed without a result"
 
 
 def _finished_target(artifact: ModelArtifact, node: str | None, job: JobState) -> TargetState:
     """A Job that succeeded: Ready with its result (or what status recorded), else Failed."""
-    if job.result and job.result.phase == "Ready" and job.result.digest:
-        return TargetState(node, "Ready", result=job.result)
+    if job.result and job.result.phase == Phase.READY and job.result.digest:
+        return TargetState(node, Phase.READY, result=job.result)
     known = recorded(artifact, node)
     if known is not None:
-        return TargetState(node, "Ready", result=known)
+        return TargetState(node, Phase.READY, result=known)
     message = f"Job {job.name} succeeded but left no result in its termination message"
-    return TargetState(node, "Failed", REASON_DOWNLOAD_FAILED, message)
+    return TargetState(node, Phase.FAILED, Reason.DOWNLOAD_FAILED, message)
 
 
 def decide_target(
@@ -128,25 +143,26 @@ def decide_target(
     if job is not None and (job.complete or job.succeeded > 0):
         return _finished_target(artifact, node, job), False
     if job is None and (known := recorded(artifact, node)) is not None:
-        return TargetState(node, "Ready", result=known), False
+        return TargetState(node, Phase.READY, result=known), False
     if artifact.spec.suspend:
-        return TargetState(node, "Suspended", "Suspended", "spec.suspend is true"), False
+        return TargetState(node, Phase.SUSPENDED, Reason.SUSPENDED, "spec.suspend is true"), False
     if job is not None and job.failure_reason is not None:
-        return TargetState(node, "Failed", *failure(job)), False
+        return TargetState(node, Phase.FAILED, *failure(job)), False
     if job is None:
-        return TargetState(node, "Pending", "Pending", "creating the download Job"), True
+        return TargetState(node, Phase.PENDING, Reason.PENDING, "creating the download Job"), True
     entry = current_entry(artifact, node)
-    if job.active > 0 and entry is not None and entry.phase not in (None, "Pending"):
-        return TargetState(node, "Downloading", "Downloading", entry.summary or "downloading"), False
+    if job.active > 0 and entry is not None and entry.phase not in (None, Phase.PENDING):
+        message = entry.summary or "downloading"
+        return TargetState(node, Phase.DOWNLOADING, Reason.DOWNLOADING, message), False
     if job.failed > 0:
         message = f"Job {job.name} is retrying after {job.failed} failed attempt(s)"
-        return TargetState(node, "Pending", "Pending", message), False
-    return TargetState(node, "Pending", "Pending", f"waiting for Job {job.name} to start"), False
+        return TargetState(node, Phase.PENDING, Reason.PENDING, message), False
+    return TargetState(node, Phase.PENDING, Reason.PENDING, f"waiting for Job {job.name} to start"), False
 
 
 def _with_retry_time(state: TargetState, job: JobState | None, retry_after: timedelta | None) -> TargetState:
     """A transient failure says when it will be retried."""
-    if state.phase != "Failed" or retry_after is None or job is None or job.failed_at is None:
+    if state.phase != Phase.FAILED or retry_after is None or job is None or job.failed_at is None:
         return state
     if not is_transient(job):
         return state
@@ -169,36 +185,37 @@ def decide_targets(
         if key in jobs.retrying:
             reason, message = failure(jobs.retrying[key])
             retry = f"retrying after a transient failure ({reason}: {message})"
-            targets.append(TargetState(key, "Pending", "Retrying", retry))
+            targets.append(TargetState(key, Phase.PENDING, Reason.RETRYING, retry))
             continue
         job = jobs.current.get(key)
         state, needs_job = decide_target(artifact, key, job)
         state = _with_retry_time(state, job, retry_after)
         if needs_job and blocker is not None:
-            state = TargetState(key, "Failed", blocker[0], blocker[1])
+            state = TargetState(key, Phase.FAILED, blocker[0], blocker[1])
         elif needs_job:
             name = builders.fetch_job_name(artifact.name, artifact.generation, key, artifact.namespace)
             if name in jobs.blocked:
-                state = TargetState(key, "Pending", "Pending", "waiting for the previous Job to be deleted")
+                message = "waiting for the previous Job to be deleted"
+                state = TargetState(key, Phase.PENDING, Reason.PENDING, message)
             else:
                 create.append(JobRequest(key, pinned))
         targets.append(state)
     return targets, create
 
 
-def judge_fleet(targets: Sequence[TargetState], verdict: tuple[str, str, str]) -> tuple[str, str, str]:
+def judge_fleet(targets: Sequence[TargetState], verdict: Verdict) -> Verdict:
     """A Ready fleet whose nodes disagree: on one commit that is corruption (Failed); on several
     commits (a branch moved before the revision was pinned), Ready with a hint."""
     phase, reason, message = verdict
-    results = [t.result for t in targets if t.phase == "Ready" and t.result is not None]
-    if phase != "Ready" or len({r.digest for r in results}) <= 1:
+    results = [t.result for t in targets if t.phase == Phase.READY and t.result is not None]
+    if phase != Phase.READY or len({r.digest for r in results}) <= 1:
         return verdict
     commits = {r.commit for r in results}
     if len(commits) == 1:
         detail = ", ".join(f"{t.node}={t.result.digest}" for t in targets if t.result)
         return (
-            "Failed",
-            REASON_CHECKSUM_MISMATCH,
+            Phase.FAILED,
+            Reason.CHECKSUM_MISMATCH,
             f"nodes hold different digests of the same commit: {detail}",
         )
     listed = ", ".join(sorted(str(c) for c in commits))
@@ -209,72 +226,65 @@ def judge_fleet(targets: Sequence[TargetState], verdict: tuple[str, str, str]) -
     )
 
 
-def conditions(artifact: ModelArtifact, verdict: tuple[str, str, str], now: datetime) -> list[dict[str, Any]]:
+def conditions(artifact: ModelArtifact, verdict: Verdict, now: datetime) -> list[Condition]:
     """Ready / Reconciling / Stalled for the verdict (docs/api.md)."""
     phase, reason, message = verdict
     existing, gen = artifact.status.conditions, artifact.generation
 
-    def cond(type_: str, status: str, why: str) -> dict[str, Any]:
+    def cond(type_: str, status: ConditionStatus, why: str) -> Condition:
         return condition(existing, type_, status, why, message, generation=gen, now=now)
 
-    if phase == "Ready":
+    if phase == Phase.READY:
         return [
-            cond(t, s, REASON_VERIFIED)
-            for t, s in ((READY, "True"), (RECONCILING, "False"), (STALLED, "False"))
+            cond(READY, "True", Reason.VERIFIED),
+            cond(RECONCILING, "False", Reason.VERIFIED),
+            cond(STALLED, "False", Reason.VERIFIED),
         ]
-    working = "True" if phase in ("Pending", "Downloading") else "False"
-    stalled = "True" if phase == "Failed" else "False"
+    working: ConditionStatus = "True" if phase in (Phase.PENDING, Phase.DOWNLOADING) else "False"
+    stalled: ConditionStatus = "True" if phase == Phase.FAILED else "False"
     return [cond(READY, "False", reason), cond(RECONCILING, working, reason), cond(STALLED, stalled, reason)]
 
 
 def _result_fields(artifact: ModelArtifact, targets: Sequence[TargetState]) -> dict[str, Any]:
     """The top-level result fields of a Ready artifact (the most common commit among targets)."""
-    results = [t.result for t in targets if t.phase == "Ready" and t.result is not None]
+    results = [t.result for t in targets if t.phase == Phase.READY and t.result is not None]
     if not results:
         return {}
     top = Counter(r.commit for r in results).most_common(1)[0][0]
     res: JobResult = next(r for r in results if r.commit == top)
     return {
-        "resolvedRevision": res.commit,
+        "resolved_revision": res.commit,
         "revision": display_revision(artifact.hugging_face.revision, res.commit),
         "digest": res.digest,
-        "totalBytes": res.total_bytes,
+        "total_bytes": res.total_bytes,
         "size": format_bytes(res.total_bytes) if res.total_bytes is not None else None,
-        "fileCount": res.file_count,
+        "file_count": res.file_count,
     }
 
 
-def status_patch(
-    artifact: ModelArtifact,
-    targets: Sequence[TargetState],
-    verdict: tuple[str, str, str],
-    wanted: set[str | None],
-    now: datetime,
-) -> tuple[dict[str, Any], list[str]]:
-    """The status merge patch, and the status.nodes entries that are no longer targets."""
+def render_status(
+    artifact: ModelArtifact, targets: Sequence[TargetState], verdict: Verdict, now: datetime
+) -> ModelArtifactStatus:
+    """The status the operator merges: only the fields it decides are set (see
+    `models.status_merge_patch`); for a claim `progress` only when it is not the fetcher's turn."""
     phase = verdict[0]
-    patch: dict[str, Any] = {
-        "observedGeneration": artifact.generation,
+    fields: dict[str, Any] = {
+        "observed_generation": artifact.generation,
         "phase": phase,
         "conditions": conditions(artifact, verdict, now),
         "path": artifact.display_path,
     }
-    if phase == "Ready":
-        patch.update(_result_fields(artifact, targets))
+    if phase == Phase.READY:
+        fields.update(_result_fields(artifact, targets))
     if not artifact.is_node_local:
-        entry = entry_patch(artifact, targets[0], now, node_local=False)
-        if entry is not None:
-            if phase == "Failed" and targets[0].phase != "Failed":
-                entry["phase"] = "Failed"
-            patch["progress"] = entry
-        return patch, []
-    nodes = {t.node: e for t in targets if (e := entry_patch(artifact, t, now, node_local=True)) is not None}
-    if nodes:
-        patch["nodes"] = nodes
-    patch["readyNodes"] = sum(1 for t in targets if t.phase == "Ready")
-    patch["targetNodes"] = len(targets)
-    patch["progress"] = aggregate(artifact, targets, phase, now)
-    return patch, sorted(n for n in artifact.status.nodes if n not in wanted)
+        progress = claim_progress(artifact, targets[0], now)
+        if progress is not None:
+            fields["progress"] = progress
+        return ModelArtifactStatus(**fields)
+    fields["ready_nodes"] = sum(1 for t in targets if t.phase == Phase.READY)
+    fields["target_nodes"] = len(targets)
+    fields["progress"] = aggregate(artifact, targets, phase, now)
+    return ModelArtifactStatus(**fields)
 
 
 def plan(
@@ -299,12 +309,13 @@ def plan(
     sorted_jobs = triage(artifact, jobs, wanted, now=now, retry_after=retry_after)
     targets, create = decide_targets(artifact, keys, sorted_jobs, blocker=blocker, retry_after=retry_after)
     verdict = judge_fleet(targets, overall(artifact, targets))
-    patch, stale = status_patch(artifact, targets, verdict, wanted, now)
+    entries = [e for t in targets if t.node is not None and (e := node_entry(artifact, t, now)) is not None]
     return Plan(
         create=create,
         delete=sorted(sorted_jobs.delete),
-        status_patch=patch,
+        status=render_status(artifact, targets, verdict, now),
         phase=verdict[0],
+        nodes=entries,
         targets=targets,
-        stale_nodes=stale,
+        stale_nodes=sorted(n.name for n in artifact.status.nodes if n.name not in wanted),
     )

@@ -1,5 +1,6 @@
 """Status rendering: conditions, per-target progress entries, the node-local aggregate, the overall
-phase and the Deleting patch. Pure: from the artifact and the decided targets to merge patches.
+phase and the Deleting status. Pure: from the artifact and the decided targets to the models of
+models.py, which `models.status_merge_patch` and `models.node_apply` serialize.
 """
 
 from __future__ import annotations
@@ -9,19 +10,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import errors
 from ..formatting import compute_percent, format_bytes, progress_summary
-from ..models import Condition, JobResult, ModelArtifact, Progress
+from ..models import (
+    Condition,
+    ConditionStatus,
+    JobResult,
+    ModelArtifact,
+    ModelArtifactStatus,
+    NodeStatus,
+    Progress,
+)
+from ..vocabulary import Phase, Reason
 
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
-CONDITION_TYPES = (READY, RECONCILING, STALLED)
 
-REASON_VERIFIED = "Verified"
-REASON_NO_MATCHING_NODES = errors.NoMatchingNodesError.reason
-REASON_DOWNLOAD_FAILED = errors.DownloadFailedError.reason
-REASON_CHECKSUM_MISMATCH = errors.ChecksumMismatchError.reason
+# what a progress entry keeps of the bytes reached this generation while the target waits
+_COUNTERS = ("percent", "bytes_done", "bytes_total", "files_done", "files_total", "resolved_revision")
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class TargetState:
     """The decided state of one target (the claim, or one node)."""
 
     node: str | None
-    phase: str
+    phase: Phase
     reason: str | None = None
     message: str | None = None
     result: JobResult | None = None
@@ -42,26 +48,26 @@ def iso(now: datetime) -> str:
 def condition(
     existing: Sequence[Condition],
     type_: str,
-    status: str,
+    status: ConditionStatus,
     reason: str,
     message: str,
     *,
-    generation: int,
+    generation: int | None,
     now: datetime,
-) -> dict[str, Any]:
-    """A condition in API form; lastTransitionTime is kept when the status did not change."""
+) -> Condition:
+    """A condition; lastTransitionTime is kept when the status did not change."""
     old = next((c for c in existing if c.type == type_), None)
     transition = (
         old.last_transition_time if old and old.status == status and old.last_transition_time else None
     )
-    return {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": transition or iso(now),
-        "observedGeneration": generation,
-    }
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=transition or iso(now),
+        observed_generation=generation,
+    )
 
 
 def recorded(artifact: ModelArtifact, node: str | None) -> JobResult | None:
@@ -72,17 +78,17 @@ def recorded(artifact: ModelArtifact, node: str | None) -> JobResult | None:
         ready = st.condition(READY)
         if ready and ready.status == "True" and ready.observed_generation == gen and st.digest:
             return JobResult(
-                phase="Ready",
+                phase=Phase.READY,
                 commit=st.resolved_revision,
                 digest=st.digest,
                 total_bytes=st.total_bytes,
                 file_count=st.file_count,
             )
         return None
-    entry = st.nodes.get(node)
-    if entry and entry.phase == "Ready" and entry.observed_generation == gen and entry.digest:
+    entry = st.node(node)
+    if entry and entry.phase == Phase.READY and entry.observed_generation == gen and entry.digest:
         return JobResult(
-            phase="Ready",
+            phase=Phase.READY,
             commit=entry.resolved_revision,
             digest=entry.digest,
             total_bytes=entry.bytes_total,
@@ -92,88 +98,83 @@ def recorded(artifact: ModelArtifact, node: str | None) -> JobResult | None:
 
 
 def current_entry(artifact: ModelArtifact, node: str | None) -> Progress | None:
-    entry: Progress | None = artifact.status.nodes.get(node) if node else artifact.status.progress
+    """The target's progress entry if it belongs to this generation."""
+    entry: Progress | None = artifact.status.node(node) if node else artifact.status.progress
     if entry is not None and entry.observed_generation == artifact.generation:
         return entry
     return None
 
 
-def _ready_entry(res: JobResult, generation: int) -> dict[str, Any]:
-    return {
-        "phase": "Ready",
-        "percent": 100.0,
-        "bytesDone": res.total_bytes,
-        "bytesTotal": res.total_bytes,
-        "filesDone": res.file_count,
-        "filesTotal": res.file_count,
-        "bytesPerSecond": None,
-        "etaSeconds": None,
-        "summary": progress_summary(phase="Ready", bytes_total=res.total_bytes),
-        "resolvedRevision": res.commit,
-        "observedGeneration": generation,
+def _decided(target: TargetState, current: Progress | None, generation: int) -> dict[str, Any]:
+    """The progress fields the operator decides for a target that is not downloading (None: none).
+
+    Ready: the verified copy's numbers. Pending, Failed or Suspended: the phase and summary; the
+    bytes reached this generation are not named (they stay as the fetcher left them), and without
+    any the entry starts blank.
+    """
+    fields: dict[str, Any] = {
+        "bytes_per_second": None,
+        "eta_seconds": None,
+        "observed_generation": generation,
     }
-
-
-def _stopped_entry(phase: str, current: Progress | None, generation: int) -> dict[str, Any]:
-    """Pending, Failed or Suspended: keep the bytes reached this generation, else start blank."""
-    if current is not None:
-        summary = progress_summary(
-            phase=phase,
-            percent=current.percent,
-            bytes_done=current.bytes_done,
-            bytes_total=current.bytes_total,
-        )
-        return {
-            "phase": phase,
-            "bytesPerSecond": None,
-            "etaSeconds": None,
-            "summary": summary,
-            "observedGeneration": generation,
+    if target.phase == Phase.READY:
+        res = target.result
+        assert res is not None
+        return fields | {
+            "phase": Phase.READY,
+            "percent": 100.0,
+            "bytes_done": res.total_bytes,
+            "bytes_total": res.total_bytes,
+            "files_done": res.file_count,
+            "files_total": res.file_count,
+            "summary": progress_summary(phase=Phase.READY, bytes_total=res.total_bytes),
+            "resolved_revision": res.commit,
         }
-    blank = dict.fromkeys(("percent", "bytesDone", "bytesTotal", "filesDone", "filesTotal"))
-    return {
-        "phase": phase,
-        **blank,
-        "bytesPerSecond": None,
-        "etaSeconds": None,
-        "summary": phase,
-        "resolvedRevision": None,
-        "observedGeneration": generation,
-    }
-
-
-def entry_patch(
-    artifact: ModelArtifact, target: TargetState, now: datetime, *, node_local: bool
-) -> dict[str, Any] | None:
-    """What the operator writes into a target's progress entry (None: leave it to the fetcher, or
-    nothing would change)."""
-    if target.phase == "Downloading":
-        return None
-    gen = artifact.generation
-    if target.phase == "Ready":
-        assert target.result is not None
-        patch = _ready_entry(target.result, gen)
-        if node_local:
-            patch.update({"digest": target.result.digest, "reason": None, "message": None})
-    else:
-        patch = _stopped_entry(target.phase, current_entry(artifact, target.node), gen)
-        if node_local:
-            patch.update(
-                {
-                    "digest": None,
-                    "reason": target.reason if target.phase == "Failed" else None,
-                    "message": target.message if target.phase in ("Failed", "Suspended") else None,
-                }
-            )
-    existing: Progress | None = (
-        artifact.status.nodes.get(target.node) if target.node else artifact.status.progress
+    if current is None:
+        return fields | dict.fromkeys(_COUNTERS) | {"phase": target.phase, "summary": target.phase}
+    summary = progress_summary(
+        phase=target.phase,
+        percent=current.percent,
+        bytes_done=current.bytes_done,
+        bytes_total=current.bytes_total,
     )
-    if existing is not None:
-        have = existing.model_dump(by_alias=True)
-        if all(have.get(k) == v for k, v in patch.items()):
-            return None
-    patch["updatedAt"] = iso(now)
-    return patch
+    return fields | {"phase": target.phase, "summary": summary}
+
+
+def _unchanged(existing: Progress | None, fields: dict[str, Any]) -> bool:
+    return existing is not None and all(getattr(existing, k) == v for k, v in fields.items())
+
+
+def claim_progress(artifact: ModelArtifact, target: TargetState, now: datetime) -> Progress | None:
+    """What the operator merges into status.progress for the claim (None: leave it to the
+    fetcher, or nothing would change)."""
+    if target.phase == Phase.DOWNLOADING:
+        return None
+    fields = _decided(target, current_entry(artifact, None), artifact.generation)
+    if _unchanged(artifact.status.progress, fields):
+        return None
+    return Progress(**fields, updated_at=iso(now))
+
+
+def node_entry(artifact: ModelArtifact, target: TargetState, now: datetime) -> NodeStatus | None:
+    """The whole status.nodes entry the operator applies for a node (None: leave it to the fetcher,
+    or nothing would change). Whole, because an apply removes what its manager no longer names:
+    the bytes kept from this generation are named again."""
+    if target.phase == Phase.DOWNLOADING:
+        return None
+    assert target.node is not None
+    current = current_entry(artifact, target.node)
+    kept = {k: getattr(current, k) for k in _COUNTERS} if current is not None else {}
+    fields = kept | _decided(target, current, artifact.generation)
+    res = target.result if target.phase == Phase.READY else None
+    fields |= {
+        "digest": res.digest if res is not None else None,
+        "reason": target.reason if target.phase == Phase.FAILED else None,
+        "message": target.message if target.phase in (Phase.FAILED, Phase.SUSPENDED) else None,
+    }
+    if _unchanged(artifact.status.node(target.node), fields):
+        return None
+    return NodeStatus(name=target.node, **fields, updated_at=iso(now))
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def _sample(artifact: ModelArtifact, target: TargetState) -> _Sample:
     entry = current_entry(artifact, target.node)
     updated = entry.updated_at if entry is not None else None
     res = target.result
-    if target.phase == "Ready" and res is not None:
+    if target.phase == Phase.READY and res is not None:
         return _Sample(
             100.0, res.total_bytes or 0, res.file_count or 0, res.total_bytes, res.file_count,
             revision=res.commit, updated=updated, ready=True,
@@ -206,7 +207,7 @@ def _sample(artifact: ModelArtifact, target: TargetState) -> _Sample:
     percent = (
         entry.percent if entry.percent is not None else compute_percent(entry.bytes_done, entry.bytes_total)
     )
-    downloading = target.phase == "Downloading"
+    downloading = target.phase == Phase.DOWNLOADING
     return _Sample(
         percent or 0.0,
         entry.bytes_done or 0,
@@ -228,9 +229,10 @@ def _scale(known: list[int], n: int) -> int | None:
 
 
 def aggregate(
-    artifact: ModelArtifact, targets: Sequence[TargetState], phase: str, now: datetime
-) -> dict[str, Any]:
-    """status.progress for nodeLocal storage: the sum over the target nodes."""
+    artifact: ModelArtifact, targets: Sequence[TargetState], phase: Phase, now: datetime
+) -> Progress:
+    """status.progress for nodeLocal storage: the sum over the target nodes (every field named, so
+    it replaces the previous aggregate whole)."""
     samples = [_sample(artifact, t) for t in targets]
     n = len(samples)
     bytes_total = _scale([s.bytes_total for s in samples if s.bytes_total is not None], n)
@@ -241,17 +243,17 @@ def aggregate(
     bps = rate if rate > 0 else None
     revisions = [s.revision for s in samples if s.revision]
     updated = [s.updated for s in samples if s.updated]
-    return {
-        "phase": phase,
-        "percent": percent,
-        "bytesDone": sum(s.bytes_done for s in samples) if n else None,
-        "bytesTotal": bytes_total,
-        "filesDone": sum(s.files_done for s in samples) if n else None,
-        "filesTotal": _scale([s.files_total for s in samples if s.files_total is not None], n),
-        "bytesPerSecond": bps,
-        "etaSeconds": eta,
+    return Progress(
+        phase=phase,
+        percent=percent,
+        bytes_done=sum(s.bytes_done for s in samples) if n else None,
+        bytes_total=bytes_total,
+        files_done=sum(s.files_done for s in samples) if n else None,
+        files_total=_scale([s.files_total for s in samples if s.files_total is not None], n),
+        bytes_per_second=bps,
+        eta_seconds=eta,
         # the summary speaks of one copy (like the Size column); the byte fields sum the nodes
-        "summary": progress_summary(
+        summary=progress_summary(
             phase=phase,
             percent=percent,
             bytes_total=round(bytes_total / n) if bytes_total is not None and n else None,
@@ -260,10 +262,10 @@ def aggregate(
             nodes_ready=sum(1 for s in samples if s.ready),
             nodes_total=n,
         ),
-        "resolvedRevision": revisions[0] if revisions else None,
-        "observedGeneration": artifact.generation,
-        "updatedAt": max(updated) if updated else iso(now),
-    }
+        resolved_revision=revisions[0] if revisions else None,
+        observed_generation=artifact.generation,
+        updated_at=max(updated) if updated else iso(now),
+    )
 
 
 def display_revision(requested: str, commit: str | None) -> str:
@@ -274,7 +276,11 @@ def display_revision(requested: str, commit: str | None) -> str:
     return short if commit.startswith(requested) or requested.startswith(commit) else f"{requested}@{short}"
 
 
-def overall(artifact: ModelArtifact, targets: Sequence[TargetState]) -> tuple[str, str, str]:
+Verdict = tuple[Phase, str, str]
+"""The artifact's phase, the reason of its conditions and their message."""
+
+
+def overall(artifact: ModelArtifact, targets: Sequence[TargetState]) -> Verdict:
     """The artifact's phase, reason and message from its targets' states."""
     node_local = artifact.is_node_local
 
@@ -283,50 +289,51 @@ def overall(artifact: ModelArtifact, targets: Sequence[TargetState]) -> tuple[st
 
     if not targets:
         if artifact.spec.suspend:
-            return "Suspended", "Suspended", "spec.suspend is true"
+            return Phase.SUSPENDED, Reason.SUSPENDED, "spec.suspend is true"
         local = artifact.spec.storage.node_local
         assert local is not None
         return (
-            "Failed",
-            REASON_NO_MATCHING_NODES,
+            Phase.FAILED,
+            Reason.NO_MATCHING_NODES,
             f"no schedulable node matches nodeSelector {dict(local.node_selector or {})} "
             "and tolerates its taints",
         )
-    if all(t.phase == "Ready" for t in targets):
+    if all(t.phase == Phase.READY for t in targets):
         res = next(t.result for t in targets if t.result is not None)
         on = f" on {len(targets)} nodes" if node_local else ""
         return (
-            "Ready",
-            REASON_VERIFIED,
+            Phase.READY,
+            Reason.VERIFIED,
             f"{res.file_count} files, {format_bytes(res.total_bytes)}, {res.digest} at "
             f"{artifact.display_path}{on}",
         )
-    failed = [t for t in targets if t.phase == "Failed"]
+    failed = [t for t in targets if t.phase == Phase.FAILED]
     if failed:
         first = failed[0]
         more = f" (and {len(failed) - 1} more nodes)" if len(failed) > 1 else ""
-        return "Failed", first.reason or REASON_DOWNLOAD_FAILED, f"{where(first)}{first.message}{more}"
+        return Phase.FAILED, first.reason or Reason.DOWNLOAD_FAILED, f"{where(first)}{first.message}{more}"
     if artifact.spec.suspend:
-        return "Suspended", "Suspended", "spec.suspend is true; partial downloads are kept and resume later"
-    downloading = [t for t in targets if t.phase == "Downloading"]
+        message = "spec.suspend is true; partial downloads are kept and resume later"
+        return Phase.SUSPENDED, Reason.SUSPENDED, message
+    downloading = [t for t in targets if t.phase == Phase.DOWNLOADING]
     if downloading:
         if node_local:
-            ready = sum(1 for t in targets if t.phase == "Ready")
-            return "Downloading", "Downloading", f"{ready}/{len(targets)} nodes ready"
-        return "Downloading", "Downloading", downloading[0].message or "downloading"
-    pending = next(t for t in targets if t.phase == "Pending")
-    return "Pending", pending.reason or "Pending", f"{where(pending)}{pending.message}"
+            ready = sum(1 for t in targets if t.phase == Phase.READY)
+            return Phase.DOWNLOADING, Reason.DOWNLOADING, f"{ready}/{len(targets)} nodes ready"
+        return Phase.DOWNLOADING, Reason.DOWNLOADING, downloading[0].message or "downloading"
+    pending = next(t for t in targets if t.phase == Phase.PENDING)
+    return Phase.PENDING, pending.reason or Reason.PENDING, f"{where(pending)}{pending.message}"
 
 
-def deleting_patch(artifact: ModelArtifact, *, now: datetime, message: str) -> dict[str, Any]:
-    """Status merge patch while the finalizer cleans up (phase Deleting)."""
+def deleting_status(artifact: ModelArtifact, *, now: datetime, message: str) -> ModelArtifactStatus:
+    """The status while the finalizer cleans up (phase Deleting)."""
     existing = artifact.status.conditions
     gen = artifact.generation
-    return {
-        "phase": "Deleting",
-        "conditions": [
-            condition(existing, READY, "False", "Deleting", message, generation=gen, now=now),
-            condition(existing, RECONCILING, "True", "Deleting", message, generation=gen, now=now),
-            condition(existing, STALLED, "False", "Deleting", message, generation=gen, now=now),
+    return ModelArtifactStatus(
+        phase=Phase.DELETING,
+        conditions=[
+            condition(existing, READY, "False", Reason.DELETING, message, generation=gen, now=now),
+            condition(existing, RECONCILING, "True", Reason.DELETING, message, generation=gen, now=now),
+            condition(existing, STALLED, "False", Reason.DELETING, message, generation=gen, now=now),
         ],
-    }
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldepot.fetcher.owners import LOCAL_OWNER, Owner
+from modeldepot.vocabulary import Phase
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class FetchRequest:
 class FetchResult:
     """The termination message (docs/internals.md)."""
 
-    phase: str
+    phase: Phase
     path: str
     reason: str = ""
     message: str = ""

@@ -2,7 +2,7 @@
 
 `ProgressTracker` counts bytes/files from any thread and derives a smoothed rate and ETA.
 `RateLimitedReporter` hands `ProgressTracker.snapshot()` dicts (the `status.progress` /
-`status.nodes.<node>` shape of docs/internals.md plus `summary`) to a `ProgressSink` at most every
+`status.nodes[]` entry shape of docs/internals.md plus `summary`) to a `ProgressSink` at most every
 `interval` seconds from a background thread, and once more at the end. `ConsoleSink` renders the
 same dicts as a terminal bar (TTY) or plain lines.
 """
@@ -18,6 +18,7 @@ from typing import Any, Protocol, TextIO
 
 from modeldepot.fetcher.manifest import utc_now_rfc3339
 from modeldepot.formatting import progress_summary
+from modeldepot.vocabulary import Phase
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class ProgressTracker:
         self._lock = threading.Lock()
         self._clock = clock
         self._window = smoothing_window
-        self.phase = "Pending"
+        self.phase = Phase.PENDING
         self.bytes_total = 0
         self.files_total = 0
         self.bytes_done = 0
@@ -109,7 +110,7 @@ class ProgressTracker:
         with self._lock:
             self._update_rate()
             total, done = self.bytes_total, self.bytes_done
-            if self.phase == "Ready":
+            if self.phase == Phase.READY:
                 percent = 100.0
             elif total > 0:
                 # Floored to 0.1 and below 100 until verified and published.
@@ -124,11 +125,11 @@ class ProgressTracker:
                 "bytesTotal": total,
                 "filesDone": self.files_done,
                 "filesTotal": self.files_total,
-                "bytesPerSecond": rate if self.phase == "Downloading" else 0,
+                "bytesPerSecond": rate if self.phase == Phase.DOWNLOADING else 0,
             }
-            if self.phase == "Downloading" and rate > 0:
+            if self.phase == Phase.DOWNLOADING and rate > 0:
                 p["etaSeconds"] = max(0, total - done) // rate
-            elif self.phase == "Ready":
+            elif self.phase == Phase.READY:
                 p["etaSeconds"] = 0
             if self.resolved_revision:
                 p["resolvedRevision"] = self.resolved_revision
@@ -219,7 +220,7 @@ class ConsoleSink:
             filled = int(self._width * progress["percent"] // 100)
             bar = "#" * filled + "-" * (self._width - filled)
             line = f"\r[{bar}] {progress['summary']}, {files}\x1b[K"
-            if phase != "Downloading":
+            if phase != Phase.DOWNLOADING:
                 line += "\n"
             self._stream.write(line)
         else:

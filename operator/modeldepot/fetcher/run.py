@@ -25,6 +25,7 @@ from modeldepot.fetcher.job import MAX_MESSAGE, FetchRequest, FetchResult, write
 from modeldepot.fetcher.layout import Layout
 from modeldepot.fetcher.progress import ConsoleSink, ProgressSink, ProgressTracker, RateLimitedReporter
 from modeldepot.settings import FetchSettings
+from modeldepot.vocabulary import Phase
 
 __all__ = [
     "EXIT_PERMANENT",
@@ -75,14 +76,15 @@ def fetch(
             result = _fetch(request, settings, tracker, cancel, hub)
         except errors.ModelDepotError as exc:
             # Interrupted (suspend, spec change, deletion): partial data stays for a resume.
-            tracker.phase = "Suspended" if isinstance(exc, errors.InterruptedFetchError) else "Failed"
+            interrupted = isinstance(exc, errors.InterruptedFetchError)
+            tracker.phase = Phase.SUSPENDED if interrupted else Phase.FAILED
             tracker.extra = {"reason": exc.reason, "message": exc.message[:MAX_MESSAGE]}
             raise
         except Exception as exc:
-            tracker.phase = "Failed"
+            tracker.phase = Phase.FAILED
             tracker.extra = {"reason": errors.DownloadFailedError.reason, "message": str(exc)[:MAX_MESSAGE]}
             raise
-        tracker.phase = "Ready"
+        tracker.phase = Phase.READY
         tracker.extra = {"digest": result.digest}
         return result
     raise AssertionError("unreachable")
@@ -168,7 +170,7 @@ def run(
             result = fetch(request, settings=settings, sink=sink, console=console, cancel=cancel)
             code = EXIT_READY
         except errors.ModelDepotError as exc:
-            result = FetchResult(phase="Failed", path=target, reason=exc.reason, message=exc.message)
+            result = FetchResult(phase=Phase.FAILED, path=target, reason=exc.reason, message=exc.message)
             if isinstance(exc, errors.InterruptedFetchError):
                 code = EXIT_SIGINT if received and received[0] == signal.SIGINT else EXIT_SIGTERM
             else:
@@ -177,7 +179,7 @@ def run(
         except Exception as exc:
             log.exception("fetch failed unexpectedly")
             result = FetchResult(
-                phase="Failed",
+                phase=Phase.FAILED,
                 path=target,
                 reason=errors.DownloadFailedError.reason,
                 message=f"{type(exc).__name__}: {exc}",

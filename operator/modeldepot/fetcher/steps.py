@@ -35,6 +35,7 @@ from modeldepot.fetcher.safefs import Dir, Location
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer
 from modeldepot.fetcher.verify import TransferItem, VerifiedFile, git_blob_id
 from modeldepot.settings import FetchSettings
+from modeldepot.vocabulary import Phase
 
 if TYPE_CHECKING:
     from modeldepot.fetcher.hub import HubClient
@@ -67,7 +68,7 @@ def resolve_snapshot(
     hub: HubClient, request: FetchRequest, tracker: ProgressTracker, cancel: threading.Event
 ) -> RepoSnapshot:
     """The commit and the selected files; progress learns the totals. Interrupted if stopped meanwhile."""
-    tracker.phase = "Downloading"  # summary: "Resolving files" until the plan is known
+    tracker.phase = Phase.DOWNLOADING  # summary: "Resolving files" until the plan is known
     snap = hub.snapshot(
         request.repo_id,
         revision=request.revision,
@@ -99,7 +100,7 @@ def same_selection(manifest: Manifest, snap: RepoSnapshot) -> bool:
 
 def ready_result(target: str, manifest: Manifest, downloaded: int = 0, reused: int = 0) -> FetchResult:
     return FetchResult(
-        phase="Ready",
+        phase=Phase.READY,
         path=target,
         commit=manifest.commit,
         digest=manifest.digest,
