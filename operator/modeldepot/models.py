@@ -2,7 +2,12 @@
 
 This module is the Python twin of ``crds/modelartifacts.yaml``: field names (camelCase aliases), defaults
 and bounds are identical to the CRD's, and ``tests/unit/test_crd.py`` checks that they stay so. It also
-holds the names fixed by docs/internals.md. Pure: no I/O, no Kubernetes client.
+holds the names fixed by docs/internals.md, and the one place status writes are serialized: the
+operator's merge patch (`status_merge_patch`), the entries every writer applies (`node_apply`), the
+fetcher's progress (`to_api`). Pure: no I/O, no Kubernetes client.
+
+Why one module of ~400 lines: it is the CRD's twin field for field (test_crd.py compares the two as a
+whole), and a status field and the way it is written change together.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ merge-patches the status when it changes and applies the node entries that chang
 those of retired nodes); `finalize()` runs one pass of the deletion flow (`deletion.py`). Both are
 serialized per artifact. Handlers (kopf) stay thin and call these.
 
-Why one module of ~460 lines: every function here is a step of the same blocking pass that talks to
+Why one module of ~470 lines: every function here is a step of the same blocking pass that talks to
 `ClusterApi` (observe Jobs, check blockers and refusals, apply the Plan, retire nodes, record
 metrics); the decisions it applies live in `decisions/`, the deletion flow in `deletion.py`.
 """

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 from support import (
     KUBECTL,
     OPERATOR_NAMESPACE,
@@ -30,7 +32,7 @@ from support import (
 
 from localdev.cluster import ensure_binaries
 from modeldepot import builders
-from modeldepot.models import ModelArtifact
+from modeldepot.models import ModelArtifact, NodeStatus, node_apply, node_field_manager
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modeldepot"
 
@@ -254,6 +256,27 @@ def test_each_fetch_pod_may_patch_only_its_own_artifact(
     )
     assert attempt.returncode != 0 and "forbidden" in attempt.stderr.lower(), attempt.stderr
     assert artifacts.status("victim").get("digest") != "sha256:" + "0" * 64
+
+    # a node entry is written by server-side apply (the patch verb): allowed on its own artifact
+    # only, the entry added and removed again like the fetcher and the operator do it
+    config = client.Configuration(host=server, api_key={"authorization": f"Bearer {token}"})
+    config.ssl_ca_cert = cluster.api.configuration.ssl_ca_cert
+    api = client.CustomObjectsApi(client.ApiClient(config))
+
+    def apply(name: str, entry: NodeStatus | None) -> None:
+        api.patch_namespaced_custom_object_status(
+            "modeldepot.dev", "v1alpha1", artifacts.namespace, "modelartifacts", name,
+            node_apply(artifacts.namespace, name, entry), field_manager=node_field_manager("probe"),
+            force=True, _content_type="application/apply-patch+yaml",
+        )  # fmt: skip
+
+    with pytest.raises(ApiException) as refused:
+        apply("victim", NodeStatus(name="probe", phase="Pending"))
+    assert refused.value.status == 403
+    apply("mine", NodeStatus(name="probe", phase="Pending"))
+    assert [e["name"] for e in artifacts.status("mine")["nodes"]] == ["probe"]
+    apply("mine", None)
+    assert not artifacts.status("mine").get("nodes")
 
 
 # ------------------------------------------------------------------------------ apply-time policy

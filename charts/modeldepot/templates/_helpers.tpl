@@ -64,9 +64,10 @@ app.kubernetes.io/part-of: modeldepot
 {{/*
 Rules in each namespace holding ModelArtifacts, derived from operator/modeldepot/kube.py and kopf:
 - modelartifacts: kopf lists/watches them and patches finalizers and its annotations; kube.get_artifact.
-- modelartifacts/status: kube.patch_artifact_status; get+patch are also what each artifact's fetcher
-  Role grants (for that one artifact), and RBAC lets the operator create such a Role only because
-  it holds those permissions itself.
+- modelartifacts/status: kube.patch_artifact_status, and kube.apply_node_status and
+  forget_node_status (server-side applies of status.nodes entries, also the patch verb); get+patch
+  are also what each artifact's fetcher Role grants (for that one artifact), and RBAC lets the
+  operator create such a Role only because it holds those permissions itself.
 - modelartifacts/finalizers update: ownerReferences with blockOwnerDeletion on Jobs and claims
   (OwnerReferencesPermissionEnforcement).
 - jobs: kopf watches claim fetch Jobs; create_job, list_jobs, delete_job.
