@@ -66,8 +66,15 @@ class FetchSettings(BaseSettings):
 
     concurrency: int = Field(default=8, ge=1, le=64)
     """Files downloaded in parallel."""
-    chunk_size: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
-    """Bytes per read/hash/write step."""
+    chunk_size: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    """Buffer size: bytes a stream gathers before one write, and per hash step. Memory is about
+    (streams + 5 per large file) x this."""
+    streams: int = Field(default=8, ge=1, le=32)
+    """Ranged streams (connections) fetching one large file at once; 1: one stream per file."""
+    streams_min_size: int = Field(default=64 * 1024 * 1024, ge=0)
+    """Files of at least this many bytes are fetched by `streams` streams; smaller ones by one."""
+    part_size: int = Field(default=64 * 1024 * 1024, ge=4 * 1024 * 1024)
+    """Largest range one request of a multi-stream download asks for (streams take parts in order)."""
     report_interval: float = Field(default=2.0, gt=0)
     """Minimum seconds between two status progress reports."""
     log_interval: float = Field(default=5.0, gt=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +16,9 @@ import pytest
 from localdev.hubemu import HubEmulator
 from modeldepot import errors
 from modeldepot.fetcher.hub import HubClient
+from modeldepot.fetcher.receive import pwrite_all
 from modeldepot.fetcher.safefs import Dir
-from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem, _write
+from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem
 from modeldepot.fetcher.verify import git_blob_id
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
@@ -35,14 +37,32 @@ def test_git_blob_id_matches_git() -> None:
     assert git_blob_id(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
 
 
-def test_enospc_is_insufficient_storage(tmp_dir: Dir) -> None:
-    class Full:
-        def write(self, data: bytes) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
+@pytest.mark.parametrize("pieces", [[b"x"], [b"x", b"y"]])
+def test_enospc_is_insufficient_storage(
+    tmp_dir: Dir, monkeypatch: pytest.MonkeyPatch, pieces: list[bytes]
+) -> None:
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    item = TransferItem("f", "http://x/f", tmp_dir / "f", 1, "0", None)
+    monkeypatch.setattr("os.pwrite", full)
+    monkeypatch.setattr("os.pwritev", full)
+    item = TransferItem("f", "http://x/f", tmp_dir / "f", 2, "0", None)
     with pytest.raises(errors.InsufficientStorageError):
-        _write(Full(), b"x", item)  # type: ignore[arg-type]
+        pwrite_all(3, pieces, 0, item)
+
+
+def test_a_short_positional_write_is_completed(
+    tmp_path: Path, tmp_dir: Dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.pwritev
+    monkeypatch.setattr("os.pwritev", lambda fd, bufs, off: real(fd, [bytes(bufs[0])[:3]], off))
+    item = TransferItem("f", "http://x/f", tmp_dir / "f", 10, "0", None)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        pwrite_all(fd, [b"abcde", b"fgh"], 2, item)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"\0\0abcdefgh"
 
 
 class _NoRangeHandler(BaseHTTPRequestHandler):

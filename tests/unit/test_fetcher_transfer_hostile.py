@@ -101,10 +101,11 @@ def test_real_progress_still_resets_the_retries(hub: HubEmulator, tmp_path: Path
 
 def test_the_floor_is_shared_by_the_running_streams() -> None:
     t = transfer(min_bytes_per_second=8000)
-    assert t._stalled(3000, 1.0) is not None  # one stream (or none) running: the whole floor
-    t._streams = 4
-    assert t._stalled(3000, 1.0) is None  # 2000 B/s each is enough for four streams
-    assert t._stalled(1000, 1.0) is not None
+    rx = t._rx
+    assert rx._stalled(3000, 1.0) is not None  # one stream (or none) running: the whole floor
+    rx._streams = 4
+    assert rx._stalled(3000, 1.0) is None  # 2000 B/s each is enough for four streams
+    assert rx._stalled(1000, 1.0) is not None
     t.close()
 
 

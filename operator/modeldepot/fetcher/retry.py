@@ -3,8 +3,10 @@
 An attempt ends in one of three ways besides success: `Transient` (a retryable failure: 429, 5xx,
 a broken or stalled connection; it carries the error to raise when the retries run out and the
 server's `Retry-After`), `Restart` (the server did not honour our Range: the file starts over),
-or a permanent `modeldepot.errors` error (`status_error` maps the status and the Hub's
-`X-Error-Code`). `RetryPolicy` says how long to wait before the next attempt. Pure.
+`RangeRefused` (a ranged request of a multi-stream download was not answered with exactly that
+range: the file falls back to one stream), or a permanent `modeldepot.errors` error (`status_error`
+maps the status and the Hub's `X-Error-Code`). `RetryPolicy` says how long to wait before the next
+attempt; `Attempts` counts the attempts of one range of a file. Pure.
 """
 
 from __future__ import annotations
@@ -43,6 +45,36 @@ class Transient(Exception):
 
 class Restart(Exception):
     """The server ignored our Range; start the file over."""
+
+
+class RangeRefused(Exception):
+    """A ranged request got something else than exactly that range; use one stream instead."""
+
+
+class Attempts:
+    """The attempts at one range of a file: when to give up, how long to wait before the next.
+
+    Real progress resets the count; a stall, or an attempt that brings less than `progress_floor`
+    bytes, does not, so a hostile server cannot keep one file going for ever.
+    """
+
+    def __init__(self, policy: RetryPolicy, progress_floor: int) -> None:
+        self._policy = policy
+        self._floor = progress_floor
+        self.count = 0
+
+    def failed(self, exc: Transient, progressed: int, remaining: int) -> float:
+        """The delay before the next attempt after `exc`; raises `exc.error` when out of attempts.
+
+        `progressed`: bytes this attempt brought; `remaining`: bytes it still had to bring when it began.
+        """
+        if not exc.stalled and progressed >= min(self._floor, remaining):
+            self.count = 0
+        if self.count >= self._policy.max_retries:
+            raise exc.error from None
+        delay = self._policy.delay(self.count, exc.retry_after)
+        self.count += 1
+        return delay
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -30,6 +30,7 @@ from modeldepot.fetcher.layout import Layout
 from modeldepot.fetcher.manifest import FileEntry, Manifest
 from modeldepot.fetcher.partial import PartialState
 from modeldepot.fetcher.progress import ProgressTracker
+from modeldepot.fetcher.ranges import RANGES_DIR
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir, Location
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer
@@ -266,6 +267,9 @@ def transfer_missing(
         headers=headers,
         concurrency=concurrency,
         chunk_size=settings.chunk_size,
+        streams=settings.streams,
+        streams_min_size=settings.streams_min_size,
+        part_size=settings.part_size,
         retry=RetryPolicy(settings.max_retries, settings.backoff_base, settings.backoff_max),
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
@@ -284,6 +288,8 @@ def transfer_missing(
                 downloaded += v.size
         finally:
             staged.partial.flush()
+    # Range records left by files no longer selected (each verified file dropped its own).
+    staged.staging.rmtree(RANGES_DIR)
     return downloaded
 
 

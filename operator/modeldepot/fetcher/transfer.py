@@ -1,60 +1,49 @@
 """Ranged, verified, resumable HTTP transfer of repository files into staging (httpx).
 
-Each file is written and hashed in the same pass: sha256 always, plus the git blob sha1
-(`b"blob <size>\\0" + content`) for non-LFS files, which the Hub identifies only by blob id. An
-existing partial file is hashed first and continued with `Range: bytes=N-`; if the server answers
-200 instead of 206 the file restarts from zero. Transient failures (connection errors, 5xx, 429)
-are retried with exponential backoff, continuing from the bytes already written. Files run in a
-bounded thread pool over one shared connection pool.
+Each file is hashed as it is written: sha256 always, plus the git blob sha1 (`b"blob <size>\\0" +
+content`) for non-LFS files, which the Hub identifies only by blob id. The receiving thread only
+receives and writes (`pwrite` on one descriptor opened through `safefs`); the hashes are computed
+in order behind it on another thread (`hashing.OrderedHasher`; files of one batch are hashed
+inline). A file of at least `streams_min_size` bytes is fetched by several ranged streams at once
+(`streams.MultiStream`), falling back to one stream when the server does not honour ranges exactly.
 
-What a file must hash to and the running hashes are in `verify`; what an answer means (retry,
-restart, which error) and the backoff are in `retry`. This module is the I/O between them.
+Resume: a file written by one stream is a prefix of the file (its bytes are hashed, then the
+transfer continues with `Range: bytes=N-`; a 200 instead of 206 restarts it from zero); a file
+written by several streams has a sidecar (`ranges`) saying which ranges are on disk, and every
+missing range is fetched again. Transient failures (connection errors, 5xx, 429, stalls) are
+retried with exponential backoff from the bytes already written. Files run in a bounded thread
+pool over one shared connection pool; a file is accepted only if its bytes hash to what the Hub
+listed (`verify`); one whose resumed or assembled bytes do not is downloaded once more from zero.
+
+What an answer means and the backoff are in `retry`; a response body's way to disk in `receive`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO
 
-import httpcore
 import httpx
 
 from modeldepot import errors
-from modeldepot.fetcher.retry import Restart, RetryPolicy, Transient, status_error
+from modeldepot.fetcher.hashing import InlineHasher, OrderedHasher
+from modeldepot.fetcher.ranges import Coverage, Part, drop_sidecar, load_coverage
+from modeldepot.fetcher.receive import Receiver, pwrite_all, transport_error
+from modeldepot.fetcher.retry import Attempts, Restart, RetryPolicy, Transient, status_error
+from modeldepot.fetcher.streams import MultiStream, StreamPlan
 from modeldepot.fetcher.verify import FileState, TransferItem, VerifiedFile
 
 __all__ = ["RetryPolicy", "Transfer", "TransferItem", "VerifiedFile"]
 
 log = logging.getLogger(__name__)
 
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-_SOCKET_READ = 1 << 20
-
-
-def _tune_httpcore() -> None:
-    """Read sockets 1 MiB at a time instead of httpcore's 64 KiB.
-
-    Per-read h11 parsing is the main CPU cost of a large download after sha256 (measured ~25% less
-    client CPU per GiB on loopback). A private class attribute: if it disappears, nothing changes.
-    """
-    conn = getattr(getattr(httpcore, "_sync", None), "http11", None)
-    cls = getattr(conn, "HTTP11Connection", None)
-    if cls is not None and getattr(cls, "READ_NUM_BYTES", _SOCKET_READ) < _SOCKET_READ:
-        cls.READ_NUM_BYTES = _SOCKET_READ
-
-
-def _write(fh: IO[bytes], data: bytes | bytearray, item: TransferItem) -> None:
-    try:
-        fh.write(data)
-    except OSError as exc:
-        if exc.errno in _NO_SPACE:
-            raise errors.InsufficientStorageError(f"no space left while writing {item.path}") from None
-        raise
+_MIN_STREAM_BUFFER = 128 << 10
+_WRITE_BEHIND = 64 << 20
+"""With fsync on, start the write-back of a one-stream file every this many bytes hashed."""
 
 
 class Transfer:
@@ -70,7 +59,10 @@ class Transfer:
         *,
         headers: dict[str, str],
         concurrency: int = 8,
-        chunk_size: int = 4 * 1024 * 1024,
+        chunk_size: int = 1 << 20,
+        streams: int = 1,
+        streams_min_size: int = 64 << 20,
+        part_size: int = 64 << 20,
         retry: RetryPolicy | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
@@ -83,9 +75,10 @@ class Transfer:
         min_bytes_per_second: float = 64 * 1024,
         stall_window: float = 30.0,
     ) -> None:
-        _tune_httpcore()
         self._concurrency = concurrency
         self._chunk = chunk_size
+        self._streams = streams
+        self._streams_min_size = streams_min_size
         self._retry = retry or RetryPolicy()
         self.cancel = cancel or threading.Event()
         self._abort = threading.Event()
@@ -94,23 +87,34 @@ class Transfer:
         self._on_file = on_file
         self._stop_grace = stop_grace
         self._fsync = fsync
-        self._min_bps = min_bytes_per_second
-        self._stall_window = stall_window
         # An attempt must bring this much to reset the retry count (1 byte/connection is no progress).
         self._progress_floor = max(1, int(min_bytes_per_second * stall_window))
-        self._streams = 0
-        self._streams_lock = threading.Lock()
+        stream_buffer = max(_MIN_STREAM_BUFFER, chunk_size // streams)
+        self._plan = StreamPlan(streams, part_size, self._retry, self._progress_floor, fsync, stream_buffer)
+        self._stream_pool: cf.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         # Authorization (client-wide header) is dropped by httpx on a redirect to another origin
-        # (scheme, host or port; only an http->https upgrade of the same host keeps it).
-        self._client = httpx.Client(
+        # (scheme, host or port; only an http->https upgrade of the same host keeps it), and by
+        # `Receiver.open` when a part goes straight to a URL the Hub redirected us to.
+        connections = concurrency + streams + 2
+        client = httpx.Client(
             headers=headers,
             follow_redirects=True,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=None),
-            limits=httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+        self._rx = Receiver(
+            client,
+            chunk_size=chunk_size,
+            min_bytes_per_second=min_bytes_per_second,
+            stall_window=stall_window,
+            stopping=self._stopping,
         )
 
     def close(self) -> None:
-        self._client.close()
+        if self._stream_pool is not None:
+            self._stream_pool.shutdown(wait=False, cancel_futures=True)
+        self._rx.client.close()
 
     def __enter__(self) -> Transfer:
         return self
@@ -130,20 +134,17 @@ class Transfer:
     def fetch(self, item: TransferItem) -> VerifiedFile:
         """Bring one file into `item.dest`, resuming a partial file; verify it."""
         item.dest.make_parents()
-        state = self._open_partial(item)
-        resumed = state.offset > 0
-        self._on_adjust(state.offset)
-        self._download(state)
-        result = state.verified()
-        if result is None and (resumed or state.segments > 1):
-            # Maybe an earlier segment is what is wrong (e.g. a partial file of an old run): once from zero.
-            log.warning("%s: resumed data did not verify; downloading it again from zero", item.path)
+        result, assembled = self._fetch_file(item, fresh=False)
+        if result is None and assembled:
+            # Maybe an earlier range is what is wrong (e.g. a partial file of an old run): once from zero.
+            log.warning(
+                "%s: resumed or assembled data did not verify; downloading it again from zero", item.path
+            )
             self._on_adjust(-item.size)
-            state = FileState(item)
-            self._download(state)
-            result = state.verified()
+            result, _ = self._fetch_file(item, fresh=True)
         if result is None:
             item.dest.unlink(missing_ok=True)
+            drop_sidecar(item, item.dest.base)
             self._on_adjust(-item.size)
             expected = f"sha256 {item.sha256}" if item.sha256 else f"git blob id {item.blob_id}"
             raise errors.ChecksumMismatchError(
@@ -152,77 +153,132 @@ class Transfer:
         if self._fsync:
             # Durable before it is recorded as verified (and later published).
             item.dest.fsync()
+        if assembled:
+            drop_sidecar(item, item.dest.base)
         self._on_file(result)
         return result
 
-    def _open_partial(self, item: TransferItem) -> FileState:
-        """Hash the bytes already in `dest` (dropping them if they cannot be a prefix)."""
-        state = FileState(item)
-        try:
-            have = item.dest.stat().st_size
-        except FileNotFoundError:
-            return state
-        if have > item.size:
-            return state
-        with item.dest.open("rb", buffering=0) as fh:
-            while state.offset < have:
-                self._check_stop()
-                chunk = fh.read(min(self._chunk, have - state.offset))
-                if not chunk:
-                    break
-                state.hashers.update(chunk)
-                state.offset += len(chunk)
-        if state.offset:
-            log.info("%s: resuming at byte %d of %d", item.path, state.offset, item.size)
-        return state
+    def _fetch_file(self, item: TransferItem, *, fresh: bool) -> tuple[VerifiedFile | None, bool]:
+        """Download what `item.dest` lacks and hash it all: (the file if it verifies, assembled?).
 
-    def _download(self, state: FileState) -> None:
-        item = state.item
-        if item.size == 0:
-            # Empty files need no request; just create (or truncate) the staging file.
-            with item.dest.open("wb"):
-                pass
-        attempt = 0
-        while state.offset < item.size:
+        Assembled: the bytes did not all come from one response (resumed, or several streams).
+        `fresh` starts from an empty file, with one stream.
+        """
+        if fresh:
+            drop_sidecar(item, item.dest.base)
+        fd = item.dest.base.open_fd(item.dest.rel, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0))
+        try:
+            coverage, recorded = self._on_disk(item, fd)
+            multi = not fresh and self._multi(item)
+            state = FileState(item)
+            assembled = multi or coverage.done() > 0
+            with self._hasher(state, fd, multi) as hasher:
+                if coverage.done():
+                    log.info(
+                        "%s: resuming with %d of %d bytes on disk", item.path, coverage.done(), item.size
+                    )
+                    self._on_adjust(coverage.done())
+                if not (multi and self._multi_stream(item, fd, coverage, hasher)):
+                    prefix = coverage.prefix()
+                    self._on_adjust(prefix - coverage.done())  # what lies after a hole is dropped
+                    if recorded or multi:
+                        drop_sidecar(item, item.dest.base)
+                    hasher.put_disk(prefix)
+                    responses = self._download(item, fd, hasher, Part(prefix, item.size, prefix))
+                    assembled = assembled or responses > 1
+                hasher.wait()
+            return state.verified(), assembled
+        finally:
+            os.close(fd)
+
+    def _hasher(self, state: FileState, fd: int, multi: bool) -> InlineHasher:
+        """Inline for a file of one batch, else on its own thread (with write-back if fsync is on)."""
+        if state.item.size <= self._chunk:
+            return InlineHasher(state, fd, read_size=self._chunk)
+        write_behind = 0 if multi or not self._fsync else _WRITE_BEHIND  # multi: the sidecar's fdatasync
+        return OrderedHasher(state, fd, read_size=self._chunk, sync_every=write_behind)
+
+    def _on_disk(self, item: TransferItem, fd: int) -> tuple[Coverage, bool]:
+        """What of `item` is already in the open file, and whether a sidecar said so."""
+        have = os.fstat(fd).st_size
+        if have == 0:
+            return Coverage(item.size), False
+        recorded = load_coverage(item, item.dest.base, have)
+        if recorded is not None:
+            return recorded, True
+        # Written by one stream: a prefix (unless longer than the file can be).
+        return Coverage(item.size, [(0, have)] if have <= item.size else []), False
+
+    def _multi(self, item: TransferItem) -> bool:
+        return self._streams > 1 and item.size >= self._streams_min_size
+
+    def _multi_stream(self, item: TransferItem, fd: int, coverage: Coverage, hasher: InlineHasher) -> bool:
+        """Fetch the missing ranges with several streams; False if the server refused ranges."""
+        with self._pool_lock:
+            if self._stream_pool is None:
+                self._stream_pool = cf.ThreadPoolExecutor(self._streams, thread_name_prefix="stream")
+        multi = MultiStream(
+            self._rx,
+            item,
+            fd,
+            coverage,
+            hasher,
+            self._plan,
+            pool=self._stream_pool,
+            stopping=self._stopping,
+            cancel=self.cancel,
+            on_bytes=self._on_bytes,
+        )
+        return multi.run()
+
+    # -- one stream -----------------------------------------------------------------------------
+
+    def _download(self, item: TransferItem, fd: int, hasher: InlineHasher, part: Part) -> int:
+        """Fetch `part` (up to the end of the file) with one stream, retrying transient failures.
+
+        Returns how many responses the bytes written came from.
+        """
+        attempts = Attempts(self._retry, self._progress_floor)
+        restarts = responses = 0
+        if os.fstat(fd).st_size != part.offset:
+            os.ftruncate(fd, part.offset)
+        while part.offset < item.size:
             self._check_stop()
-            start = state.offset
+            start = part.offset
             try:
-                self._stream(state)
+                self._stream(item, fd, hasher, part)
             except Restart:
                 log.warning("%s: unusable answer to a Range request; restarting the file", item.path)
-                self._on_adjust(-state.offset)
-                state.reset()
-                attempt += 1
-                if attempt > self._retry.max_retries:
+                self._restart(hasher, part)
+                restarts += 1
+                if restarts > self._retry.max_retries:
                     raise errors.DownloadFailedError(
                         f"{item.path}: cannot resume (Range not honoured)"
                     ) from None
             except Transient as exc:
-                # Real progress resets the count; a stall or a connection that brings only a few
-                # bytes does not, so a hostile server cannot keep one file going for ever.
-                if not exc.stalled and (state.offset - start >= min(self._progress_floor, item.size - start)):
-                    attempt = 0
-                if attempt >= self._retry.max_retries:
-                    raise exc.error from None
-                delay = self._retry.delay(attempt, exc.retry_after)
-                log.warning("%s: %s; retry %d in %.1fs", item.path, exc, attempt + 1, delay)
-                attempt += 1
+                delay = attempts.failed(exc, part.offset - start, item.size - start)
+                log.warning("%s: %s; retry %d in %.1fs", item.path, exc, attempts.count, delay)
                 self.cancel.wait(delay)
+            finally:
+                responses = 0 if part.offset < start else responses + (part.offset > start)
+        return responses
 
-    def _stream(self, state: FileState) -> None:
-        """One GET from `state.offset` to the end. Raises `Transient` / `Restart` / permanent errors."""
-        item = state.item
-        offset = state.offset
+    def _restart(self, hasher: InlineHasher, part: Part) -> None:
+        self._on_adjust(-part.offset)
+        hasher.reset()
+        part.offset = 0
+
+    def _stream(self, item: TransferItem, fd: int, hasher: InlineHasher, part: Part) -> None:
+        """One GET from `part.offset` to the end. Raises `Transient` / `Restart` / permanent errors."""
+        offset = part.offset
         headers = {"range": f"bytes={offset}-"} if offset else {}
         try:
-            with self._client.stream("GET", item.url, headers=headers) as response:
+            with self._rx.open(item.url, headers, origin=item.url) as response:
                 status = response.status_code
                 if offset and status == 200:
                     # Range ignored: this body is the whole file, so take it from the start.
                     log.warning("%s: the server ignored the Range request; restarting the file", item.path)
-                    self._on_adjust(-offset)
-                    state.reset()
-                    offset = 0
+                    self._restart(hasher, part)
                 elif offset and (
                     status == 416
                     or (
@@ -233,90 +289,29 @@ class Transfer:
                     raise Restart()
                 if status not in (200, 206):
                     raise status_error(item.path, status, response.headers)
-                with item.dest.open("r+b" if offset else "wb", buffering=0) as fh:
-                    fh.seek(offset)
-                    fh.truncate()
-                    self._copy_body(state, response, fh)
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            kind = (
-                errors.HubUnavailableError
-                if isinstance(exc, httpx.ConnectError)
-                else errors.DownloadFailedError
-            )
-            raise Transient(kind(f"{item.path}: {type(exc).__name__}: {exc}")) from None
-        if state.offset < item.size:
-            raise Transient(
-                errors.DownloadFailedError(f"{item.path}: connection closed at byte {state.offset}")
-            )
-
-    def _copy_body(self, state: FileState, response: httpx.Response, fh: IO[bytes]) -> None:
-        """Write and hash the body in `chunk_size` batches (few, large syscalls and hash calls).
-
-        Network-sized pieces are gathered here rather than by `iter_raw(chunk_size)`, whose buffer
-        would be lost on a broken connection; whatever arrived is flushed so a retry resumes after it.
-        """
-        item = state.item
-        buf = bytearray()
-
-        def flush() -> None:
-            if not buf:
-                return
-            if state.offset + len(buf) > item.size:
-                raise errors.ChecksumMismatchError(
-                    f"{item.path}: the Hub sent more than the listed {item.size} bytes"
+                os.ftruncate(fd, part.offset)
+                self._rx.copy_body(
+                    item, response, lambda pieces, n: self._write(item, fd, hasher, part, pieces, n)
                 )
-            _write(fh, buf, item)
-            state.hashers.update(buf)
-            state.offset += len(buf)
-            self._on_bytes(len(buf))
-            buf.clear()
-
-        state.segments += 1
-        last_flush = window_start = time.monotonic()
-        window_bytes = 0
-        stalled: str | None = None
-        with self._streams_lock:
-            self._streams += 1
-        try:
-            for piece in response.iter_raw():
-                buf += piece
-                now = time.monotonic()
-                window_bytes += len(piece)
-                if self._min_bps > 0 and now - window_start >= self._stall_window:
-                    stalled = self._stalled(window_bytes, now - window_start)
-                    if stalled is not None:
-                        break
-                    window_start, window_bytes = now, 0
-                # Large batches on fast links; at least ~4 flushes/s on slow ones (progress, resume).
-                if len(buf) >= self._chunk or now - last_flush > 0.25:
-                    if self._stopping():
-                        break
-                    flush()
-                    last_flush = time.monotonic()
-        finally:
-            with self._streams_lock:
-                self._streams -= 1
-            flush()
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise transport_error(item, exc) from None
         self._check_stop()
-        if stalled is not None:
+        if part.offset < item.size:
             raise Transient(
-                errors.DownloadFailedError(f"{item.path}: stalled at byte {state.offset}, {stalled}"),
-                stalled=True,
+                errors.DownloadFailedError(f"{item.path}: connection closed at byte {part.offset}")
             )
 
-    def _stalled(self, got: int, seconds: float) -> str | None:
-        """Why a stream that got `got` bytes in `seconds` is too slow, or None.
-
-        The floor is shared by the streams running: each must reach `min_bytes_per_second /
-        streams`, so a slow link with many parallel files is not mistaken for a trickling server.
-        """
-        with self._streams_lock:
-            streams = max(1, self._streams)
-        floor = self._min_bps / streams
-        rate = got / seconds
-        if rate >= floor:
-            return None
-        return f"{rate:.0f} B/s over {seconds:.1f}s, below the floor of {floor:.0f} B/s"
+    def _write(
+        self, item: TransferItem, fd: int, hasher: InlineHasher, part: Part, pieces: list[bytes], n: int
+    ) -> None:
+        if part.offset + n > item.size:
+            raise errors.ChecksumMismatchError(
+                f"{item.path}: the Hub sent more than the listed {item.size} bytes"
+            )
+        pwrite_all(fd, pieces, part.offset, item)
+        hasher.put(pieces)
+        part.offset += n
+        self._on_bytes(n)
 
     # -- many files -----------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ class Hashers:
             self.sha1 = hashlib.sha1(usedforsecurity=False)
             self.sha1.update(b"blob %d\0" % item.size)
 
-    def update(self, data: bytes | bytearray) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         self.sha256.update(data)
         if self.sha1 is not None:
             self.sha1.update(data)
@@ -61,14 +61,12 @@ def git_blob_id(data: bytes) -> str:
 
 
 class FileState:
-    """Bytes of one file written and hashed so far."""
+    """Bytes of one file hashed so far (from byte 0, in order)."""
 
     def __init__(self, item: TransferItem) -> None:
         self.item = item
         self.offset = 0
         self.hashers = Hashers(item)
-        self.segments = 0
-        """Responses that contributed bytes (more than one: the file was assembled from ranges)."""
 
     def reset(self) -> None:
         self.offset = 0

@@ -1,0 +1,276 @@
+"""One large file fetched by several ranged streams at once, written at its offsets.
+
+A CDN caps each TCP stream, so one stream per file leaves most of a link idle. `MultiStream` cuts
+the bytes still missing into parts (`ranges.parts`) and lets up to `streams` streams (tasks on the
+transfer's stream pool, each with its own connection) take them in file order: `Range: bytes=a-b`,
+the body written at its offset with `pwrite` on the file's one descriptor, each write recorded in
+the file's `Coverage`. The calling thread follows them: it hands each newly contiguous prefix to the
+hasher (which reads it back from the page cache, in order; parts taken in order keep it close
+behind) and saves the coverage in the file's sidecar about every second, after an fdatasync when
+`fsync` is on, so the sidecar never names a byte that is not durable; a resumed file resumes every
+part.
+
+Ranges are trusted only when honoured exactly. The first part is a probe, alone: the other streams
+start once it came back 206 with exactly `Content-Range: bytes a-b/<listed size>` (and a matching
+`Content-Length`). Any part answered otherwise (200 with the whole body, another range or total, a
+body running past its range) stops every stream and `run` returns False: the caller goes on with
+one stream from the contiguous prefix. A short body is retried from where it stopped. The URL the
+probe was redirected to is reused for the other parts (the Hub's resolver is asked once per file,
+not once per part), without `Authorization` unless it has the Hub URL's origin; when that URL stops
+working the parts go back to the Hub's URL. Whatever the server does, the file is only ever
+accepted by its hash.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from modeldepot import errors
+from modeldepot.fetcher.hashing import InlineHasher
+from modeldepot.fetcher.ranges import Coverage, Part, parts, save_coverage
+from modeldepot.fetcher.receive import Receiver, pwrite_all, read_size, transport_error
+from modeldepot.fetcher.remote import clip
+from modeldepot.fetcher.retry import Attempts, RangeRefused, RetryPolicy, Transient, status_error
+from modeldepot.fetcher.verify import TransferItem
+
+log = logging.getLogger(__name__)
+
+_RESOLVE_AGAIN = (401, 403, 404, 410)
+"""Statuses of a reused redirect URL (expired, revoked) that send a part back to the Hub's URL."""
+
+
+_NOT_A_CAUSE = (type(None), RangeRefused, errors.InterruptedFetchError)
+"""How a stream ends without a failure of its own (done, refused ranges, stopped by another)."""
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    streams: int
+    part_size: int
+    retry: RetryPolicy
+    progress_floor: int
+    fsync: bool
+    stream_buffer: int
+    """Batch of each stream once there are several (socket reads: half of it)."""
+    save_interval: float = 1.0
+    busy_window: float = 0.25
+    busy_threshold: float = 0.5
+    """More streams are started when the probe's thread was busy less than this share of the window."""
+
+
+class MultiStream:
+    """The parallel ranged download of one file (see the module docstring)."""
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        item: TransferItem,
+        fd: int,
+        coverage: Coverage,
+        hasher: InlineHasher,
+        plan: StreamPlan,
+        *,
+        pool: cf.Executor,
+        stopping: Callable[[], bool],
+        cancel: threading.Event,
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        self._rx = receiver
+        self._item = item
+        self._fd = fd
+        self._coverage = coverage
+        self._hasher = hasher
+        self._plan = plan
+        self._pool = pool
+        self._stopping = stopping
+        self._cancel = cancel
+        self._on_bytes = on_bytes
+        self._parts = deque(parts(coverage, plan.streams, plan.part_size))
+        self._lock = threading.Condition()
+        self._url = item.url
+        self._stop = threading.Event()
+        self._probed = threading.Event()
+        self._refused: str | None = None
+        self._grown = False
+        """More streams than the probe were started."""
+        self._cpu = 0.0
+        """CPU seconds the streams spent receiving and writing."""
+        self._window = (0.0, 0.0)
+        """(monotonic time, `_cpu`) at the start of the current measurement of the probe."""
+
+    # -- the calling thread ---------------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Fetch every missing part; False if ranges were not honoured (use one stream then)."""
+        self._save()  # before the first byte is written out of order
+        self._hasher.put_disk(self._coverage.prefix())
+        if not self._parts:
+            return True
+        futures = [self._pool.submit(self._stream)]
+        try:
+            self._follow(futures)
+        finally:
+            self._stop.set()
+            for fut in futures:
+                fut.cancel()
+            cf.wait(futures)
+            self._save()
+        errs = [f.exception() for f in futures if not f.cancelled()]
+        if cause := next((e for e in errs if not isinstance(e, _NOT_A_CAUSE)), None):
+            raise cause
+        if self._stopping():
+            raise errors.InterruptedFetchError("stop requested; partial data kept for resume")
+        if self._refused is not None:
+            log.warning("%s: %s; continuing with one stream", self._item.path, self._refused)
+            return False
+        self._hasher.put_disk(self._coverage.prefix())  # writes may have come after `_follow` looked
+        return True
+
+    def _follow(self, futures: list[cf.Future[None]]) -> None:
+        """Hash behind the streams, save the coverage and add streams, until done or one failed."""
+        last_save = time.monotonic()
+        while True:
+            with self._lock:
+                self._lock.wait(0.05)
+                prefix = self._coverage.prefix()
+            self._hasher.put_disk(prefix)
+            if time.monotonic() - last_save >= self._plan.save_interval:
+                self._save()
+                last_save = time.monotonic()
+            if len(futures) == 1 and self._network_bound():
+                more = min(self._plan.streams, len(self._parts) + 1) - 1
+                self._grown = True
+                futures += [self._pool.submit(self._stream) for _ in range(more)]
+            failed = any(f.done() and not f.cancelled() and f.exception() for f in futures)
+            if failed or self._stopping() or all(f.done() for f in futures):
+                return
+
+    def _stopped(self) -> bool:
+        return self._stopping() or self._stop.is_set()
+
+    def _network_bound(self) -> bool:
+        """Whether the probe stream mostly waits for the network, over the last `busy_window`.
+
+        More streams only help when one stream leaves the link idle (a CDN's per-connection cap,
+        latency); when the receiving thread is busy most of the time (loopback, a slow CPU), they
+        only add CPU time. Measured with the stream thread's own CPU clock.
+        """
+        if not self._probed.is_set():
+            return False
+        now = time.monotonic()
+        with self._lock:
+            cpu = self._cpu
+        began, cpu0 = self._window
+        if now - began < self._plan.busy_window:
+            return False
+        self._window = (now, cpu)
+        return (cpu - cpu0) / (now - began) < self._plan.busy_threshold
+
+    def _save(self) -> None:
+        """Record what is written (durably first, with fsync) in the sidecar."""
+        with self._lock:
+            snapshot = Coverage(self._coverage.size, self._coverage.ranges())
+        if self._plan.fsync:
+            os.fdatasync(self._fd)
+        save_coverage(self._item, self._item.dest.base, snapshot)
+
+    # -- the streams ----------------------------------------------------------------------------
+
+    def _stream(self) -> None:
+        """Take parts in order until none is left (or the download stops)."""
+        try:
+            while not self._stopped():
+                with self._lock:
+                    if not self._parts:
+                        return
+                    part = self._parts.popleft()
+                # Alone, a stream is likely CPU-bound: large reads and batches, as one stream has.
+                read_size(self._plan.stream_buffer // 2 if self._grown else None)
+                self._fetch_part(part)
+        except RangeRefused as exc:
+            self._refused = str(exc) or "the server did not honour a ranged request"
+            raise
+        finally:
+            read_size(None)  # the pool's threads serve other files next
+            with self._lock:
+                self._lock.notify_all()  # the calling thread looks at once
+
+    def _fetch_part(self, part: Part) -> None:
+        attempts = Attempts(self._plan.retry, self._plan.progress_floor)
+        while part.offset < part.end:
+            if self._stopped():
+                raise errors.InterruptedFetchError("stopped")
+            start = part.offset
+            try:
+                self._get(part)
+            except Transient as exc:
+                delay = attempts.failed(exc, part.offset - start, part.end - start)
+                log.warning("%s: %s; retry %d in %.1fs", self._item.path, exc, attempts.count, delay)
+                self._cancel.wait(delay)
+            except BaseException:
+                self._stop.set()
+                raise
+
+    def _get(self, part: Part) -> None:
+        """One GET of the rest of `part`. Raises `Transient`, `RangeRefused` or a permanent error."""
+        item = self._item
+        url = self._url
+        want = f"bytes {part.offset}-{part.end - 1}/{item.size}"
+        try:
+            with self._rx.open(url, {"range": f"bytes={part.offset}-{part.end - 1}"}, origin=item.url) as r:
+                if url != item.url and r.status_code in _RESOLVE_AGAIN:
+                    self._url = item.url
+                    raise Transient(errors.DownloadFailedError(f"{item.path}: redirect URL expired"))
+                if r.status_code in (200, 416):
+                    raise RangeRefused(f"the server answered a ranged request with {r.status_code}")
+                if r.status_code != 206:
+                    raise status_error(item.path, r.status_code, r.headers)
+                got, length = r.headers.get("content-range"), r.headers.get("content-length")
+                if got != want:
+                    raise RangeRefused(f"asked for {want}, got Content-Range {clip(got or 'none')!r}")
+                if length is not None and length != str(part.end - part.offset):
+                    raise RangeRefused(f"{want} came with Content-Length {clip(length)!r}")
+                if not self._probed.is_set():
+                    if str(r.url) != item.url:
+                        self._url = str(r.url)
+                    self._window = (time.monotonic(), self._cpu)
+                    self._probed.set()
+                clock = time.thread_time()
+
+                def flush(pieces: list[bytes], n: int) -> None:
+                    nonlocal clock
+                    self._write(part, pieces, n)
+                    now = time.thread_time()
+                    with self._lock:
+                        self._cpu += now - clock
+                    clock = now
+
+                self._rx.copy_body(item, r, flush, batch=self._plan.stream_buffer if self._grown else None)
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise transport_error(item, exc) from None
+        if self._stopped():
+            raise errors.InterruptedFetchError("stopped")
+        if part.offset < part.end:
+            raise Transient(
+                errors.DownloadFailedError(f"{item.path}: connection closed at byte {part.offset}")
+            )
+
+    def _write(self, part: Part, pieces: list[bytes], n: int) -> None:
+        if part.offset + n > part.end:
+            raise RangeRefused(f"the body of a ranged request ran past byte {part.end}")
+        pwrite_all(self._fd, pieces, part.offset, self._item)
+        with self._lock:
+            self._coverage.add(part.offset, part.offset + n)
+            if part.offset <= self._coverage.prefix():
+                self._lock.notify_all()
+        part.offset += n
+        self._on_bytes(n)
