@@ -53,6 +53,17 @@ def _build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip matching files")
     fetch.add_argument("--endpoint", default=None, help="Hub endpoint or mirror (default: HF_ENDPOINT)")
     fetch.add_argument("--concurrency", type=int, default=None, help="files in parallel (default: 8)")
+    fetch.add_argument("--streams", type=int, default=None, help="ranged streams per large file (default: 8)")
+    fetch.add_argument(
+        "--streams-min-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="files this large get several streams",
+    )
+    fetch.add_argument(
+        "--chunk-size", type=int, default=None, metavar="BYTES", help="buffer size (default: 1 MiB)"
+    )
     fetch.add_argument(
         "--root", type=Path, default=None, help="storage root (default: /data or --to's parent)"
     )
@@ -110,9 +121,11 @@ def _fetch(args: argparse.Namespace) -> int:
     from modeldepot.fetcher.run import EXIT_SIGINT, EXIT_SIGTERM, FetchRequest, run
     from modeldepot.settings import FetchSettings
 
-    settings = FetchSettings()
-    if args.termination_log is not None:
-        settings = settings.model_copy(update={"termination_log": args.termination_log})
+    flags = ("termination_log", "streams", "streams_min_size", "chunk_size")
+    try:  # flags win over MODELDEPOT_* and are validated alike
+        settings = FetchSettings(**{k: v for k in flags if (v := getattr(args, k)) is not None})
+    except ValueError as exc:  # pydantic's ValidationError
+        raise SystemExit(f"modeldepot fetch: {exc}") from None
     sink = _status_sink(args.report, args.node) if args.report else None
     request = FetchRequest(
         repo_id=args.repo,

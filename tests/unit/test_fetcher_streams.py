@@ -430,3 +430,32 @@ def test_parts_go_straight_to_the_redirect_target_without_the_token(
     cdn_gets = [r for r in gets if r["status"] == 206]
     assert len(hub_gets) == 1 and hub_gets[0]["auth"]  # the Hub's resolver is asked once
     assert len(cdn_gets) == SIZE // PART and not any(r["auth"] for r in cdn_gets)
+
+
+# -- settings -------------------------------------------------------------------------------------------
+
+
+def test_cli_flags_set_the_stream_settings_over_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modeldepot import cli
+    from modeldepot.fetcher import run
+
+    seen: list[Any] = []
+
+    def fake_run(request: object, *, settings: object, **kw: object) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(run, "run", fake_run)
+    monkeypatch.setenv("MODELDEPOT_STREAMS", "3")
+    monkeypatch.setenv("MODELDEPOT_PART_SIZE", str(8 * MiB))
+    argv = ["fetch", "org/r", "--to", str(tmp_path / "m")]
+    assert cli.main(argv) == 0
+    assert (seen[-1].streams, seen[-1].part_size, seen[-1].chunk_size) == (3, 8 * MiB, MiB)
+    assert (
+        cli.main([*argv, "--streams", "5", "--streams-min-size", "1000", "--chunk-size", str(256 << 10)]) == 0
+    )
+    assert (seen[-1].streams, seen[-1].streams_min_size, seen[-1].chunk_size) == (5, 1000, 256 << 10)
+    with pytest.raises(SystemExit, match="streams"):
+        cli.main([*argv, "--streams", "0"])
