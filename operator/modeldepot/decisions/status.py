@@ -106,7 +106,8 @@ def current_entry(artifact: ModelArtifact, node: str | None) -> Progress | None:
 
 
 def _decided(target: TargetState, current: Progress | None, generation: int) -> dict[str, Any]:
-    """The progress fields the operator decides for a target that is not downloading (None: none).
+    """The progress fields the operator decides for a target that is not downloading (None: no
+    value, the field is removed).
 
     Ready: the verified copy's numbers. Pending, Failed or Suspended: the phase and summary; the
     bytes reached this generation are not named (they stay as the fetcher left them), and without
