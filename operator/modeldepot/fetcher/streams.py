@@ -64,7 +64,54 @@ class StreamPlan:
     save_interval: float = 1.0
     busy_window: float = 0.25
     busy_threshold: float = 0.5
-    """More streams are started when the probe's thread was busy less than this share of the window."""
+    """A second stream is tried when the probe's thread was busy less than this share of a window."""
+    gain: float = 1.5
+    """All streams are started when two brought this many times the probe's rate."""
+
+
+class Ramp:
+    """How many streams a file may use now: one, until more have shown they make it faster.
+
+    More streams help only when one stream leaves the link idle (a CDN's per-connection cap,
+    latency); when the receiving thread is busy most of the time (loopback, a slow or shared CPU),
+    they only cost CPU. So: the probe runs alone for a `window`; if its thread was busy less than
+    `busy_threshold` of it (its own CPU clock), a second stream is tried for a window from its first
+    byte; if the two bring `gain` times the probe's rate, the file gets all `most` streams, else it
+    stays with one. Pure: `observe` gets totals and the time, and returns the limit.
+    """
+
+    def __init__(self, most: int, *, window: float, busy_threshold: float, gain: float = 1.5) -> None:
+        self.most = most
+        self.limit = 1
+        self.state = "probe" if most > 1 else "single"
+        self._window = window
+        self._busy = busy_threshold
+        self._gain = gain
+        self._start: tuple[float, int, float] | None = None
+        self._probe_rate = 0.0
+
+    def observe(self, now: float, written: int, cpu: float, writing: int) -> int:
+        """`written` bytes and `cpu` seconds of all streams so far, `writing` streams with bytes in."""
+        if self.state not in ("probe", "trial"):
+            return self.limit
+        if self._start is None:
+            if writing >= self.limit:  # the window starts once every allowed stream brings bytes
+                self._start = (now, written, cpu)
+            return self.limit
+        began, written0, cpu0 = self._start
+        seconds = now - began
+        if seconds < self._window:
+            return self.limit
+        rate = (written - written0) / seconds
+        self._start = None
+        if self.state == "probe":
+            if (cpu - cpu0) / seconds < self._busy:
+                self.state, self.limit, self._probe_rate = "trial", 2, rate
+        elif rate >= self._gain * self._probe_rate:
+            self.state, self.limit = "full", self.most
+        else:
+            self.state, self.limit = "single", 1
+        return self.limit
 
 
 class MultiStream:
@@ -98,14 +145,16 @@ class MultiStream:
         self._lock = threading.Condition()
         self._url = item.url
         self._stop = threading.Event()
-        self._probed = threading.Event()
         self._refused: str | None = None
-        self._grown = False
-        """More streams than the probe were started."""
+        self._ramp = Ramp(
+            plan.streams, window=plan.busy_window, busy_threshold=plan.busy_threshold, gain=plan.gain
+        )
+        self._running = 0
+        self._writing: set[int] = set()
+        """Streams running that have written bytes."""
+        self._written = 0
         self._cpu = 0.0
         """CPU seconds the streams spent receiving and writing."""
-        self._window = (0.0, 0.0)
-        """(monotonic time, `_cpu`) at the start of the current measurement of the probe."""
 
     # -- the calling thread ---------------------------------------------------------------------
 
@@ -115,7 +164,7 @@ class MultiStream:
         self._hasher.put_disk(self._coverage.prefix())
         if not self._parts:
             return True
-        futures = [self._pool.submit(self._stream)]
+        futures: list[cf.Future[None]] = []
         try:
             self._follow(futures)
         finally:
@@ -136,44 +185,26 @@ class MultiStream:
         return True
 
     def _follow(self, futures: list[cf.Future[None]]) -> None:
-        """Hash behind the streams, save the coverage and add streams, until done or one failed."""
+        """Hash behind the streams, save the coverage and start streams, until done or one failed."""
         last_save = time.monotonic()
         while True:
             with self._lock:
+                limit = self._ramp.observe(time.monotonic(), self._written, self._cpu, len(self._writing))
+                while self._running < limit and len(self._parts) > 0:
+                    self._running += 1
+                    futures.append(self._pool.submit(self._stream, len(futures)))
                 self._lock.wait(0.05)
                 prefix = self._coverage.prefix()
             self._hasher.put_disk(prefix)
             if time.monotonic() - last_save >= self._plan.save_interval:
                 self._save()
                 last_save = time.monotonic()
-            if len(futures) == 1 and self._network_bound():
-                more = min(self._plan.streams, len(self._parts) + 1) - 1
-                self._grown = True
-                futures += [self._pool.submit(self._stream) for _ in range(more)]
             failed = any(f.done() and not f.cancelled() and f.exception() for f in futures)
             if failed or self._stopping() or all(f.done() for f in futures):
                 return
 
     def _stopped(self) -> bool:
         return self._stopping() or self._stop.is_set()
-
-    def _network_bound(self) -> bool:
-        """Whether the probe stream mostly waits for the network, over the last `busy_window`.
-
-        More streams only help when one stream leaves the link idle (a CDN's per-connection cap,
-        latency); when the receiving thread is busy most of the time (loopback, a slow CPU), they
-        only add CPU time. Measured with the stream thread's own CPU clock.
-        """
-        if not self._probed.is_set():
-            return False
-        now = time.monotonic()
-        with self._lock:
-            cpu = self._cpu
-        began, cpu0 = self._window
-        if now - began < self._plan.busy_window:
-            return False
-        self._window = (now, cpu)
-        return (cpu - cpu0) / (now - began) < self._plan.busy_threshold
 
     def _save(self) -> None:
         """Record what is written (durably first, with fsync) in the sidecar."""
@@ -185,33 +216,39 @@ class MultiStream:
 
     # -- the streams ----------------------------------------------------------------------------
 
-    def _stream(self) -> None:
-        """Take parts in order until none is left (or the download stops)."""
+    def _stream(self, index: int) -> None:
+        """Take parts in order until none is left, the ramp wants fewer streams, or a stop."""
+        counted = True
         try:
             while not self._stopped():
                 with self._lock:
-                    if not self._parts:
+                    if not self._parts or self._running > self._ramp.limit:
+                        self._running -= 1  # under the lock: of two streams told to go, one goes
+                        counted = False
                         return
                     part = self._parts.popleft()
-                # Alone, a stream is likely CPU-bound: large reads and batches, as one stream has.
-                read_size(self._plan.stream_buffer // 2 if self._grown else None)
-                self._fetch_part(part)
+                    many = self._ramp.limit > 2
+                # One or two streams are likely CPU-bound: large reads and batches, as one stream has.
+                read_size(self._plan.stream_buffer // 2 if many else None)
+                self._fetch_part(part, index, batch=self._plan.stream_buffer if many else None)
         except RangeRefused as exc:
             self._refused = str(exc) or "the server did not honour a ranged request"
             raise
         finally:
             read_size(None)  # the pool's threads serve other files next
             with self._lock:
+                self._running -= counted
+                self._writing.discard(index)
                 self._lock.notify_all()  # the calling thread looks at once
 
-    def _fetch_part(self, part: Part) -> None:
+    def _fetch_part(self, part: Part, index: int, *, batch: int | None) -> None:
         attempts = Attempts(self._plan.retry, self._plan.progress_floor)
         while part.offset < part.end:
             if self._stopped():
                 raise errors.InterruptedFetchError("stopped")
             start = part.offset
             try:
-                self._get(part)
+                self._get(part, index, batch)
             except Transient as exc:
                 delay = attempts.failed(exc, part.offset - start, part.end - start)
                 log.warning("%s: %s; retry %d in %.1fs", self._item.path, exc, attempts.count, delay)
@@ -220,7 +257,7 @@ class MultiStream:
                 self._stop.set()
                 raise
 
-    def _get(self, part: Part) -> None:
+    def _get(self, part: Part, index: int, batch: int | None) -> None:
         """One GET of the rest of `part`. Raises `Transient`, `RangeRefused` or a permanent error."""
         item = self._item
         url = self._url
@@ -239,11 +276,8 @@ class MultiStream:
                     raise RangeRefused(f"asked for {want}, got Content-Range {clip(got or 'none')!r}")
                 if length is not None and length != str(part.end - part.offset):
                     raise RangeRefused(f"{want} came with Content-Length {clip(length)!r}")
-                if not self._probed.is_set():
-                    if str(r.url) != item.url:
-                        self._url = str(r.url)
-                    self._window = (time.monotonic(), self._cpu)
-                    self._probed.set()
+                if url == item.url and str(r.url) != item.url:
+                    self._url = str(r.url)  # where the Hub redirected us: the other parts go there
                 clock = time.thread_time()
 
                 def flush(pieces: list[bytes], n: int) -> None:
@@ -252,9 +286,11 @@ class MultiStream:
                     now = time.thread_time()
                     with self._lock:
                         self._cpu += now - clock
+                        self._written += n
+                        self._writing.add(index)
                     clock = now
 
-                self._rx.copy_body(item, r, flush, batch=self._plan.stream_buffer if self._grown else None)
+                self._rx.copy_body(item, r, flush, batch=batch)
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise transport_error(item, exc) from None
         if self._stopped():

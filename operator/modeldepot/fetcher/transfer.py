@@ -134,22 +134,26 @@ class Transfer:
     def fetch(self, item: TransferItem) -> VerifiedFile:
         """Bring one file into `item.dest`, resuming a partial file; verify it."""
         item.dest.make_parents()
-        result, assembled = self._fetch_file(item, fresh=False)
-        if result is None and assembled:
-            # Maybe an earlier range is what is wrong (e.g. a partial file of an old run): once from zero.
-            log.warning(
-                "%s: resumed or assembled data did not verify; downloading it again from zero", item.path
-            )
-            self._on_adjust(-item.size)
-            result, _ = self._fetch_file(item, fresh=True)
-        if result is None:
+        try:
+            result, assembled = self._fetch_file(item, fresh=False)
+            if result is None and assembled:
+                # Maybe an earlier range is what is wrong (e.g. a partial file of an old run): once from zero.
+                log.warning(
+                    "%s: resumed or assembled data did not verify; downloading it again from zero", item.path
+                )
+                self._on_adjust(-item.size)
+                result, _ = self._fetch_file(item, fresh=True)
+            if result is None:
+                self._on_adjust(-item.size)
+                expected = f"sha256 {item.sha256}" if item.sha256 else f"git blob id {item.blob_id}"
+                raise errors.ChecksumMismatchError(
+                    f"{item.path}: downloaded bytes do not match the Hub's {expected}"
+                )
+        except errors.ChecksumMismatchError:
+            # Whatever made it (wrong bytes, more bytes than listed): nothing of it is kept.
             item.dest.unlink(missing_ok=True)
             drop_sidecar(item, item.dest.base)
-            self._on_adjust(-item.size)
-            expected = f"sha256 {item.sha256}" if item.sha256 else f"git blob id {item.blob_id}"
-            raise errors.ChecksumMismatchError(
-                f"{item.path}: downloaded bytes do not match the Hub's {expected}"
-            )
+            raise
         if self._fsync:
             # Durable before it is recorded as verified (and later published).
             item.dest.fsync()
