@@ -40,6 +40,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -159,6 +160,39 @@ def mounts_under(root: Path) -> list[Path]:
         if point == str(root) or point.startswith(prefix):
             points.append(Path(point))
     return sorted(set(points), key=lambda p: len(p.parts), reverse=True)
+
+
+@dataclass(frozen=True)
+class ImportedImage:
+    """One image of an OCI archive: its name, manifest digest and config digest (the image id
+    the kubelet reports in a container's `imageID`)."""
+
+    ref: str
+    manifest: str
+    config: str
+
+    @classmethod
+    def read(cls, archive: Path) -> list[ImportedImage]:
+        with tarfile.open(archive) as tar:
+
+            def blob(digest: str) -> Any:
+                member = tar.extractfile("blobs/" + digest.replace(":", "/"))
+                assert member is not None, f"{archive}: no blob {digest}"
+                return json.load(member)
+
+            index = tar.extractfile("index.json")
+            assert index is not None, f"{archive}: no index.json"
+            return [
+                cls(
+                    ref=entry["annotations"]["org.opencontainers.image.ref.name"],
+                    manifest=entry["digest"],
+                    config=blob(entry["digest"])["config"]["digest"],
+                )
+                for entry in json.load(index)["manifests"]
+            ]
+
+    def __str__(self) -> str:
+        return f"{self.ref} (manifest {self.manifest}, image id {self.config})"
 
 
 @dataclass
@@ -582,11 +616,14 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
         listing = self._ctr("-n", "k8s.io", "images", "ls", f"name=={image_ref(name)}").stdout.splitlines()
         return listing[1].split()[2] if len(listing) > 1 else "(not imported)"
 
-    def import_image(self, archive: Path) -> None:
+    def import_image(self, archive: Path) -> list[ImportedImage]:
         """Import an OCI archive (e.g. `make image`'s) into the node's containerd (no registry here:
-        pods use `imagePullPolicy: Never`)."""
+        pods use `imagePullPolicy: Never` or a tag that is already present); returns what it named."""
         self._ctr("-n", "k8s.io", "images", "import", str(archive))
-        log(f"imported {archive.name}")
+        imported = ImportedImage.read(archive)
+        for image in imported:
+            log(f"imported {archive.name}: {image}")
+        return imported
 
     def _import_images(self) -> None:
         for name in ("pause", "probe"):
