@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from . import kube, metrics
 from .builders import ANNOTATION_ARTIFACT, ANNOTATION_ARTIFACT_NAMESPACE
+from .decisions import job_snapshot
 from .errors import ModelDepotError
 from .models import (
     FETCHER_APP,
@@ -32,7 +33,7 @@ from .models import (
     ModelArtifact,
 )
 from .policy import PathClaim, path_claim
-from .reconciler import ClaimLookup, Outcome, Reconciler
+from .reconciler import ClaimLookup, JobLookup, Outcome, Reconciler
 from .settings import OperatorSettings
 from .vocabulary import Phase, Reason
 
@@ -101,6 +102,28 @@ def path_claims(body: kopf.Body, **_: Any) -> dict[str, PathClaim] | None:
     return {claim.storage: claim}
 
 
+@kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_ARTIFACT: kopf.PRESENT})
+def artifact_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every Job the operator made (fetch and cleanup), by namespace and artifact label, kept in
+    memory by kopf from the Jobs watch it has anyway: a reconcile pass reads its Jobs from here
+    instead of listing a busy namespace from the API server each time."""
+    return {(namespace or "", body.metadata.labels[LABEL_ARTIFACT]): job_snapshot(body)}
+
+
+def _jobs(handler_kwargs: Mapping[str, Any]) -> JobLookup | None:
+    """The `artifact_jobs` index as a `JobLookup` (None outside kopf: the reconciler lists)."""
+    index: kopf.Index[tuple[str, str], dict[str, Any]] | None = handler_kwargs.get("artifact_jobs")
+    if index is None:
+        return None
+
+    def lookup(namespace: str, selector: str) -> list[dict[str, Any]]:
+        wanted = dict(pair.split("=", 1) for pair in selector.split(","))
+        found = index.get((namespace, wanted.get(LABEL_ARTIFACT, "")), ())
+        return [job for job in found if wanted.items() <= (job["metadata"].get("labels") or {}).items()]
+
+    return lookup
+
+
 def _reconciler(handler_kwargs: Mapping[str, Any]) -> Reconciler:
     """The Reconciler made at start-up (`run_operator`), which kopf passes as `memo`."""
     reconciler: Reconciler = handler_kwargs["memo"].reconciler
@@ -121,7 +144,9 @@ async def _reconcile_from_event(
     """Reconcile from a watch event; event handlers are not retried, so errors are logged and the
     periodic resync catches up."""
     try:
-        return await _reconciler(handler_kwargs).reconcile(namespace, name, _lookup(handler_kwargs))
+        return await _reconciler(handler_kwargs).reconcile(
+            namespace, name, _lookup(handler_kwargs), _jobs(handler_kwargs)
+        )
     except ModelDepotError as error:
         log.warning("reconcile of %s/%s after %s failed: %s", namespace, name, trigger, error)
         return None
@@ -151,7 +176,7 @@ async def spec_changed(
     **kwargs: Any,
 ) -> None:
     assert namespace is not None  # ModelArtifact is namespaced
-    _announce(body, await _reconciler(kwargs).reconcile(namespace, name, _lookup(kwargs)))
+    _announce(body, await _reconciler(kwargs).reconcile(namespace, name, _lookup(kwargs), _jobs(kwargs)))
 
 
 @kopf.on.event(
@@ -211,7 +236,7 @@ async def resync(
     **kwargs: Any,
 ) -> None:
     assert namespace is not None
-    _announce(body, await _reconciler(kwargs).reconcile(namespace, name, _lookup(kwargs)))
+    _announce(body, await _reconciler(kwargs).reconcile(namespace, name, _lookup(kwargs), _jobs(kwargs)))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -46,6 +46,9 @@ from .vocabulary import Phase, Reason
 
 ClaimLookup = Callable[[str], Iterable[policy.PathClaim]]
 """The path claims of every artifact on one storage (kopf index in handlers.py)."""
+JobLookup = Callable[[str, str], list[dict[str, Any]]]
+"""Jobs by (namespace, label selector), like `ClusterApi.list_jobs`: in production kopf's in-memory
+index of the Jobs it already watches (handlers.py), so a pass lists nothing from the API server."""
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +91,15 @@ def _jobs_namespace(artifact: ModelArtifact, settings: OperatorSettings) -> str:
 
 
 def _job_states(
-    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings
+    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings, list_jobs: JobLookup
 ) -> tuple[list[decisions.JobState], dict[str, float]]:
-    """The artifact's fetch Jobs as decision inputs, and how long each completed one took (by uid)."""
+    """The artifact's fetch Jobs as decision inputs, and how long each completed one took (by uid).
+    Their pods are listed only when a decision needs them (`decisions.pods_needed`)."""
     namespace = _jobs_namespace(artifact, settings)
     selector = builders.artifact_selector(artifact, FETCHER_APP)
-    jobs = api.list_jobs(namespace, selector)
-    pods = api.list_pods(namespace, selector)
+    jobs = list_jobs(namespace, selector)
+    needed = decisions.pods_needed(artifact, (decisions.JobState.from_job(job) for job in jobs))
+    pods = api.list_pods(namespace, selector) if needed else []
     by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for pod in pods:
         job_name = (pod["metadata"].get("labels") or {}).get("job-name")
@@ -142,8 +147,7 @@ def _blocker(api: ClusterApi, artifact: ModelArtifact) -> tuple[str, str] | None
     if claim_spec is None:
         return None
     if claim_spec.create is not None:
-        api.create_claim(builders.claim(artifact))
-        return None
+        return None  # created with the first Job (`_prepare_fetcher`)
     claim = api.get_claim(artifact.namespace, claim_spec.claim_name)
     if claim is None:
         return (
@@ -157,7 +161,11 @@ def _blocker(api: ClusterApi, artifact: ModelArtifact) -> tuple[str, str] | None
 def _prepare_fetcher(api: ClusterApi, artifact: ModelArtifact, defaults: builders.JobDefaults) -> None:
     """What a fetch Job needs before it is created: the artifact's own ServiceAccount and a Role
     that may patch only this artifact's status, and for node-local Jobs (which run in the
-    operator's namespace) a copy of the token. Called only when Jobs are about to be created."""
+    operator's namespace) a copy of the token; the claim, when the spec asks to create it. Called
+    only when Jobs are about to be created, so steady passes make none of these calls."""
+    claim_spec = artifact.spec.storage.persistent_volume_claim
+    if claim_spec is not None and claim_spec.create is not None:
+        api.create_claim(builders.claim(artifact))
     api.ensure_fetcher_identity(
         builders.fetcher_service_account(artifact, defaults),
         builders.fetcher_role(artifact),
@@ -236,6 +244,7 @@ def _reconcile_pass(
     settings: OperatorSettings,
     claims: ClaimLookup,
     timed: TimedJobs,
+    list_jobs: JobLookup,
 ) -> Outcome | None:
     """One reconciliation (blocking): read, check, decide, apply, write status."""
     body = api.get_artifact(namespace, name)
@@ -252,7 +261,7 @@ def _reconcile_pass(
         return _refuse(api, body, *refused, artifact=artifact, settings=settings)
     node_objects = api.list_nodes() if artifact.is_node_local else []
     nodes = decisions.matching_nodes(artifact, node_objects) if artifact.is_node_local else None
-    jobs, durations = _job_states(api, artifact, settings)
+    jobs, durations = _job_states(api, artifact, settings, list_jobs)
     retry = settings.failed_retry_seconds
     plan = decisions.plan(
         artifact,
@@ -262,7 +271,7 @@ def _reconcile_pass(
         blocker=_blocker(api, artifact) or _token_blocker(api, artifact),
         retry_after=timedelta(seconds=retry) if retry else None,
     )
-    created, forgotten = _apply_plan(api, artifact, plan, node_objects, settings)
+    created, forgotten = _apply_plan(api, artifact, plan, node_objects, settings, list_jobs)
     _write_status(api, body, plan, forgotten)
     _record_metrics(artifact, plan, durations, previous, timed)
     return _outcome(artifact, plan, previous, created)
@@ -302,6 +311,7 @@ def _apply_plan(
     plan: decisions.Plan,
     node_objects: list[dict[str, Any]],
     settings: OperatorSettings,
+    list_jobs: JobLookup,
 ) -> tuple[int, list[str]]:
     """Delete and create the Plan's Jobs, retire stale nodes; returns how many Jobs were created
     and the retired nodes whose status entries go."""
@@ -310,7 +320,7 @@ def _apply_plan(
         api.delete_job(jobs_namespace, job_name)
     # only needed when Jobs are created or nodes retired, not on every progress event
     needs_cleanup_jobs = artifact.is_node_local and bool(plan.create or plan.stale_nodes)
-    cleanup_jobs = _cleanup_jobs_by_node(api, artifact, settings) if needs_cleanup_jobs else {}
+    cleanup_jobs = _cleanup_jobs_by_node(list_jobs, artifact, settings) if needs_cleanup_jobs else {}
     defaults = job_defaults(settings)
     if plan.create:
         _prepare_fetcher(api, artifact, defaults)
@@ -347,11 +357,9 @@ def _outcome(artifact: ModelArtifact, plan: decisions.Plan, previous: str | None
 
 
 def _cleanup_jobs_by_node(
-    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings
+    list_jobs: JobLookup, artifact: ModelArtifact, settings: OperatorSettings
 ) -> dict[str | None, decisions.JobState]:
-    jobs = api.list_jobs(
-        _jobs_namespace(artifact, settings), builders.artifact_selector(artifact, CLEANUP_APP)
-    )
+    jobs = list_jobs(_jobs_namespace(artifact, settings), builders.artifact_selector(artifact, CLEANUP_APP))
     states = (decisions.JobState.from_job(job) for job in jobs)
     return {state.node: state for state in states if state.node}
 
@@ -443,14 +451,18 @@ class Reconciler:
             self._locks[(namespace, name)] = lock
         return lock
 
-    async def reconcile(self, namespace: str, name: str, claims: ClaimLookup = _no_claims) -> Outcome | None:
+    async def reconcile(
+        self, namespace: str, name: str, claims: ClaimLookup = _no_claims, jobs: JobLookup | None = None
+    ) -> Outcome | None:
         """Bring one artifact's Jobs and status in line with its spec. ``claims`` gives the paths
-        other artifacts hold on a storage (``PathConflict`` checks)."""
+        other artifacts hold on a storage (``PathConflict`` checks); ``jobs`` reads Jobs from
+        memory (None: from the API)."""
         started = time.monotonic()
+        list_jobs = jobs or self.api.list_jobs
         async with self._lock(namespace, name):
             try:
                 return await asyncio.to_thread(
-                    _reconcile_pass, self.api, namespace, name, self.settings, claims, self._timed
+                    _reconcile_pass, self.api, namespace, name, self.settings, claims, self._timed, list_jobs
                 )
             except ModelDepotError as error:
                 metrics.reconcile_errors.labels(retryable=str(error.is_retryable).lower()).inc()

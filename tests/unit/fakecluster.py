@@ -51,7 +51,8 @@ def _key(obj: Mapping[str, Any]) -> Key:
 
 
 class FakeCluster:
-    """The objects the operator reads and writes, and a log of its writes (`writes`)."""
+    """The objects the operator reads and writes, a log of its writes (`writes`) and of its lists
+    (`lists`)."""
 
     def __init__(self) -> None:
         self.artifacts: dict[Key, dict[str, Any]] = {}
@@ -64,6 +65,7 @@ class FakeCluster:
         self.roles: dict[Key, dict[str, Any]] = {}
         self.node_owners: dict[Key, Owners] = {}
         self.writes: list[str] = []
+        self.lists: list[str] = []
         self.status_patches: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------- the protocol
@@ -97,6 +99,10 @@ class FakeCluster:
         return name in self.nodes
 
     def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.lists.append(f"jobs {namespace}")
+        return self.jobs_matching(namespace, selector)
+
+    def jobs_matching(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return [
             copy.deepcopy(j)
             for (ns, _), j in sorted(self.jobs.items())
@@ -104,6 +110,7 @@ class FakeCluster:
         ]
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.lists.append(f"pods {namespace}")
         return [
             copy.deepcopy(p)
             for (ns, _), p in sorted(self.pods.items())
@@ -253,7 +260,7 @@ class FakeCluster:
         }
 
     def jobs_in(self, namespace: str, app: str = "modeldepot-fetcher") -> list[dict[str, Any]]:
-        return self.list_jobs(namespace, f"app.kubernetes.io/name={app}")
+        return self.jobs_matching(namespace, f"app.kubernetes.io/name={app}")
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
         status: dict[str, Any] = self.artifacts[(namespace, name)].get("status") or {}

@@ -688,3 +688,32 @@ def test_retire_waits_for_a_running_download_and_honours_retain() -> None:
     retained = ModelArtifact.from_body(body(node_local=True, deletionPolicy="Retain"))
     out = retire_nodes(retained, ["moved"], nodes, {}, busy=[])
     assert out.forget == ["moved"] and not out.cleanup
+
+
+def test_a_job_snapshot_keeps_what_a_pass_reads_and_drops_the_pod_template() -> None:
+    from modeldepot.decisions import job_duration, job_snapshot
+
+    full = {
+        "metadata": {
+            "name": "fetch-x",
+            "namespace": "team-a",
+            "uid": "u1",
+            "labels": {"modeldepot.dev/generation": "3", "modeldepot.dev/node": "n1"},
+            "annotations": {"modeldepot.dev/node": "n1"},
+            "deletionTimestamp": "2026-11-22T06:02:00Z",
+            "managedFields": [{"manager": "kube-controller-manager"}] * 20,
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "fetch", "args": ["x"] * 100}]}}},
+        "status": {
+            "failed": 1,
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+            "startTime": "2026-11-22T06:00:00Z",
+            "completionTime": "2026-11-22T06:01:00Z",
+        },
+    }
+    snapshot = job_snapshot(full)
+    assert "spec" not in snapshot and "managedFields" not in snapshot["metadata"]
+    assert JobState.from_job(snapshot) == JobState.from_job(full)
+    assert job_duration(snapshot) == job_duration(full) == 60.0
+    snapshot["status"]["failed"] = 2
+    assert full["status"]["failed"] == 1  # a copy: the index never aliases kopf's bodies

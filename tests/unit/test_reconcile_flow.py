@@ -10,7 +10,7 @@ from fakecluster import FakeCluster
 from modeldepot import builders
 from modeldepot.models import ModelArtifact
 from modeldepot.policy import PathClaim, path_claim
-from modeldepot.reconciler import Outcome, Reconciler
+from modeldepot.reconciler import JobLookup, Outcome, Reconciler
 from modeldepot.settings import OperatorSettings
 
 NS, OPS = "team-a", "md-system"
@@ -49,10 +49,15 @@ def node_spec(**local: Any) -> dict[str, Any]:
 
 
 def reconcile(
-    cluster: FakeCluster, name: str, *, claims: list[PathClaim] | None = None, **kw: Any
+    cluster: FakeCluster,
+    name: str,
+    *,
+    claims: list[PathClaim] | None = None,
+    jobs: JobLookup | None = None,
+    **kw: Any,
 ) -> Outcome:
     reconciler = Reconciler(settings(**kw), cluster)
-    outcome = asyncio.run(reconciler.reconcile(NS, name, lambda storage: claims or []))
+    outcome = asyncio.run(reconciler.reconcile(NS, name, lambda storage: claims or [], jobs))
     assert outcome is not None
     return outcome
 
@@ -88,6 +93,63 @@ def test_a_claim_artifact_gets_one_job_and_its_own_identity_then_becomes_ready()
     writes = len(cluster.writes)
     reconcile(cluster, "llm")
     assert len(cluster.writes) == writes
+
+
+def test_a_running_download_costs_no_lists_and_no_claim_writes() -> None:
+    """The hot path at scale: while the fetcher reports progress, a pass reads the Jobs from the
+    operator's memory (kopf's index), lists no pods and does not re-create the claim."""
+    cluster = FakeCluster()
+    cluster.add_artifact(
+        "llm",
+        {
+            **claim_spec(),
+            "storage": {"persistentVolumeClaim": {"claimName": "models", "create": {"size": "1Gi"}}},
+        },
+    )
+    indexed: list[str] = []
+
+    def from_memory(namespace: str, selector: str) -> list[dict[str, Any]]:
+        indexed.append(namespace)
+        return cluster.jobs_matching(namespace, selector)
+
+    assert reconcile(cluster, "llm", jobs=from_memory).created == 1
+    assert cluster.writes.count(f"create-claim {NS}/models") == 1
+    (job,) = cluster.jobs_in(NS)
+    cluster.jobs[(NS, job["metadata"]["name"])]["status"] = {"active": 1}
+    cluster.add_pod_for(job)
+    cluster.artifacts[(NS, "llm")]["status"]["progress"] = {
+        "phase": "Downloading",
+        "observedGeneration": 1,
+        "bytesDone": 5,
+        "bytesTotal": 10,
+    }
+    cluster.lists.clear()
+    writes = len(cluster.writes)
+    assert reconcile(cluster, "llm", jobs=from_memory).phase == "Downloading"
+    assert cluster.lists == [] and indexed
+    assert not [w for w in cluster.writes[writes:] if "claim" in w or "create" in w]
+
+    # the Job finished: now its pod's result is needed, once; after Ready is recorded, no more
+    cluster.complete(job)
+    cluster.pods.clear()
+    cluster.add_pod_for(job, result=READY)
+    assert reconcile(cluster, "llm", jobs=from_memory).phase == "Ready"
+    assert cluster.lists == [f"pods {NS}"]
+    reconcile(cluster, "llm", jobs=from_memory)
+    assert cluster.lists == [f"pods {NS}"]
+
+
+def test_a_fetcher_that_has_not_reported_gets_its_pod_read() -> None:
+    """An active Job without progress may be stuck on a missing Secret: the pass reads its pod."""
+    cluster = FakeCluster()
+    cluster.add_claim(NS, "models")
+    cluster.add_artifact("llm", claim_spec())
+    reconcile(cluster, "llm")
+    (job,) = cluster.jobs_in(NS)
+    cluster.jobs[(NS, job["metadata"]["name"])]["status"] = {"active": 1}
+    cluster.lists.clear()
+    reconcile(cluster, "llm")
+    assert f"pods {NS}" in cluster.lists
 
 
 def test_a_missing_claim_blocks_the_job() -> None:

@@ -5,7 +5,15 @@
 """
 
 from .nodes import Retirement, matching_nodes, node_matches, pinned_commit, retire_nodes, tolerates
-from .observe import JobState, config_error, is_transient, job_duration, pod_result
+from .observe import (
+    JobState,
+    config_error,
+    is_transient,
+    job_duration,
+    job_snapshot,
+    pod_result,
+    pods_needed,
+)
 from .plan import JobRequest, Plan, decide_target, plan
 from .status import READY, RECONCILING, STALLED, TargetState, condition, deleting_status
 
@@ -24,11 +32,13 @@ __all__ = [
     "deleting_status",
     "is_transient",
     "job_duration",
+    "job_snapshot",
     "matching_nodes",
     "node_matches",
     "pinned_commit",
     "plan",
     "pod_result",
+    "pods_needed",
     "retire_nodes",
     "tolerates",
 ]

@@ -1,10 +1,12 @@
-"""Observations turned into decision inputs: a fetch Job and its pod's result as `JobState`.
+"""Observations turned into decision inputs: a fetch Job and its pod's result as `JobState`, and
+whether a pass needs the pods at all.
 
 Pure: reads batch/v1 Job and core/v1 Pod dicts as listed by the reconciler.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,8 +14,9 @@ from typing import Any
 
 from .. import builders
 from ..errors import ERRORS_BY_REASON
-from ..models import LABEL_GENERATION, LABEL_NODE, JobResult, parse_termination_message
+from ..models import LABEL_GENERATION, LABEL_NODE, JobResult, ModelArtifact, parse_termination_message
 from ..vocabulary import Phase, Reason
+from .status import current_entry, recorded
 
 # Kubernetes' words, read from Jobs and pods (not ours to define):
 # pod waiting reasons that mean the fetcher cannot start until the user fixes something
@@ -88,6 +91,37 @@ class JobState:
             result=result,
             failed_at=failed_at,
         )
+
+
+def job_snapshot(job: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pass reads of a Job (`JobState.from_job`, `job_duration`, the pods' `job-name`), and
+    only that, so an in-memory index of every Job stays small."""
+    meta = job.get("metadata") or {}
+    kept = ("name", "namespace", "uid", "labels", "annotations", "creationTimestamp", "deletionTimestamp")
+    return {
+        "metadata": {key: copy.deepcopy(meta[key]) for key in kept if meta.get(key) is not None},
+        "status": copy.deepcopy(dict(job.get("status") or {})),
+    }
+
+
+def pods_needed(artifact: ModelArtifact, jobs: Iterable[JobState]) -> bool:
+    """Whether a pass must read the Jobs' pods: for a finished or failing Job's result (unless the
+    status already records it), or to see why an active Job's fetcher has not reported yet (a
+    missing Secret). Not while every fetcher reports progress, the common case of a download, so a
+    busy namespace is not listed on every progress event."""
+    for job in jobs:
+        if job.deleting:
+            continue
+        if job.complete or job.succeeded > 0:
+            if recorded(artifact, job.node) is None:
+                return True
+        elif job.failure_reason is not None or job.failed > 0:
+            return True
+        else:
+            entry = current_entry(artifact, job.node)
+            if entry is None or entry.phase in (None, Phase.PENDING):
+                return True
+    return False
 
 
 def pod_result(
