@@ -207,28 +207,43 @@ def test_the_streams_are_added_when_one_stream_waits_for_the_network(
 
 
 @pytest.mark.parametrize(
-    ("busy", "trial_rate", "limits", "state"),
+    ("busy", "trial_rate", "full_rate", "limits", "state"),
     [
-        (0.9, None, [1, 1, 1], "probe"),  # CPU-bound (loopback): one stream, checked again and again
-        (0.1, 200.0, [1, 2, 2, 8], "full"),  # waits for the network, two streams twice as fast: all
-        (0.1, 110.0, [1, 2, 2, 1], "single"),  # waits, but two are no faster: back to one, for good
+        (0.9, None, None, [1, 1, 1], "probe"),  # CPU-bound (loopback): one stream, checked again and again
+        (0.1, 200, 800, [1, 2, 2, 8, 8], "full"),  # waits for the network, two streams faster, all faster
+        (0.1, 110, None, [1, 2, 2, 1], "single"),  # waits, but two are no faster: back to one, for good
+        (0.1, 200, 120, [1, 2, 2, 8, 1], "single"),  # two were faster once, all of them are not: one
     ],
 )
 def test_the_ramp_adds_streams_only_when_they_prove_faster(
-    busy: float, trial_rate: float | None, limits: list[int], state: str
+    busy: float, trial_rate: int | None, full_rate: int | None, limits: list[int], state: str
 ) -> None:
     ramp = Ramp(8, window=1.0, busy_threshold=0.5, gain=1.5)
     seen = [ramp.observe(0.0, 0, 0.0, writing=0)]  # nothing written yet: no window
     assert ramp.observe(0.0, 0, 0.0, writing=1) == 1  # the probe's window starts
     seen.append(ramp.observe(1.0, 100, busy, writing=1))  # 100 B/s, busy that share of the second
-    if trial_rate is None:
-        seen.append(ramp.observe(1.5, 150, busy, writing=1))
-    else:
-        seen.append(ramp.observe(1.5, 150, busy, writing=1))  # the trial's window waits for stream 2
+    seen.append(ramp.observe(1.5, 150, busy, writing=1))  # a trial's window waits for stream 2
+    if trial_rate is not None:
         ramp.observe(2.0, 200, busy, writing=2)
-        seen.append(ramp.observe(3.0, 200 + int(trial_rate), busy, writing=2))
+        seen.append(ramp.observe(3.0, 200 + trial_rate, busy, writing=2))
+    if full_rate is not None:
+        assert ramp.observe(3.0, 400, busy, writing=7) == 8  # the check waits for all 8
+        ramp.observe(3.0, 400, busy, writing=8)
+        seen.append(ramp.observe(4.0, 400 + full_rate, busy, writing=8))
     assert seen == limits and ramp.state == state
     assert Ramp(1, window=1.0, busy_threshold=0.5).observe(5.0, 0, 0.0, 1) == 1
+    assert "1 stream" in ramp.describe()
+
+
+def test_one_slow_window_of_a_busy_machine_does_not_pass_for_a_slow_link() -> None:
+    ramp = Ramp(8, window=1.0, busy_threshold=0.5, gain=1.5)
+    ramp.observe(0.0, 0, 0.0, writing=1)
+    assert ramp.observe(1.0, 1000, 0.9, writing=1) == 1  # CPU-bound at 1000 B/s
+    ramp.observe(1.0, 1000, 0.9, writing=1)
+    assert ramp.observe(2.0, 1100, 1.0, writing=1) == 2  # a hiccup: 100 B/s, thread idle (starved)
+    ramp.observe(2.0, 1100, 1.0, writing=2)
+    assert ramp.observe(3.0, 2100, 1.5, writing=2) == 1  # two streams: 1000 B/s, the probe's average
+    assert ramp.state == "single"
 
 
 # -- servers that abuse ranges ----------------------------------------------------------------------

@@ -96,16 +96,18 @@ class Part:
 
 
 MIN_PART = 4 << 20
+PARTS_PER_STREAM = 4
 
 
 def parts(coverage: Coverage, streams: int, part_size: int) -> list[Part]:
     """The missing ranges cut into parts, in file order.
 
-    Parts are at most `part_size` bytes, and small enough that `streams` streams all get one
-    (but not under `MIN_PART`: a request has its own cost).
+    Parts are at most `part_size` bytes, and small enough that each of `streams` streams gets about
+    `PARTS_PER_STREAM` (streams start at different times; with a few parts each they still end
+    together), but not under `MIN_PART`: each request costs a round trip.
     """
     missing = coverage.size - coverage.done()
-    size = max(MIN_PART, min(part_size, -(-missing // max(1, streams))))
+    size = max(MIN_PART, min(part_size, -(-missing // max(1, streams * PARTS_PER_STREAM))))
     out = []
     for start, end in coverage.holes():
         for s in range(start, end, size):

@@ -62,7 +62,7 @@ class StreamPlan:
     stream_buffer: int
     """Batch of each stream once there are several (socket reads: half of it)."""
     save_interval: float = 1.0
-    busy_window: float = 0.25
+    busy_window: float = 0.1
     busy_threshold: float = 0.5
     """A second stream is tried when the probe's thread was busy less than this share of a window."""
     gain: float = 1.5
@@ -76,8 +76,9 @@ class Ramp:
     latency); when the receiving thread is busy most of the time (loopback, a slow or shared CPU),
     they only cost CPU. So: the probe runs alone for a `window`; if its thread was busy less than
     `busy_threshold` of it (its own CPU clock), a second stream is tried for a window from its first
-    byte; if the two bring `gain` times the probe's rate, the file gets all `most` streams, else it
-    stays with one. Pure: `observe` gets totals and the time, and returns the limit.
+    byte; if the two bring `gain` times the probe's best rate, all `most` streams are started and
+    checked alike for one window. A check that fails leaves the file with one stream for good (the
+    others finish the part they have). Pure: `observe` gets totals and the time, and returns the limit.
     """
 
     def __init__(self, most: int, *, window: float, busy_threshold: float, gain: float = 1.5) -> None:
@@ -89,10 +90,14 @@ class Ramp:
         self._gain = gain
         self._start: tuple[float, int, float] | None = None
         self._probe_rate = 0.0
+        """The probe's best window: a hiccup of a shared CPU in one short window must not pass for
+        a slow link."""
+        self.rates: dict[int, float] = {}
+        """The rate (bytes/s) measured with each number of streams (one: the probe's best window)."""
 
     def observe(self, now: float, written: int, cpu: float, writing: int) -> int:
         """`written` bytes and `cpu` seconds of all streams so far, `writing` streams with bytes in."""
-        if self.state not in ("probe", "trial"):
+        if self.state not in ("probe", "trial", "check"):
             return self.limit
         if self._start is None:
             if writing >= self.limit:  # the window starts once every allowed stream brings bytes
@@ -104,14 +109,25 @@ class Ramp:
             return self.limit
         rate = (written - written0) / seconds
         self._start = None
+        self.rates[self.limit] = max(rate, self.rates.get(self.limit, 0.0) if self.limit == 1 else 0.0)
         if self.state == "probe":
+            self._probe_rate = self.rates[1]
             if (cpu - cpu0) / seconds < self._busy:
-                self.state, self.limit, self._probe_rate = "trial", 2, rate
-        elif rate >= self._gain * self._probe_rate:
-            self.state, self.limit = "full", self.most
-        else:
+                self.state, self.limit = "trial", 2
+        elif rate < self._gain * self._probe_rate:
             self.state, self.limit = "single", 1
+        elif self.state == "trial":
+            self.state, self.limit = "check", self.most  # then checked once more, with all of them
+        else:
+            self.state = "full"
         return self.limit
+
+    def describe(self) -> str:
+        """The rates measured, e.g. `1 stream 40 MB/s, 2 streams 80 MB/s`."""
+        return ", ".join(
+            f"{n} stream{'s' if n > 1 else ''} {rate / 1e6:.0f} MB/s"
+            for n, rate in sorted(self.rates.items())
+        )
 
 
 class MultiStream:
@@ -189,7 +205,10 @@ class MultiStream:
         last_save = time.monotonic()
         while True:
             with self._lock:
+                state = self._ramp.state
                 limit = self._ramp.observe(time.monotonic(), self._written, self._cpu, len(self._writing))
+                if self._ramp.state != state:
+                    log.info("%s: %s; going on with %d", self._item.path, self._ramp.describe(), limit)
                 while self._running < limit and len(self._parts) > 0:
                     self._running += 1
                     futures.append(self._pool.submit(self._stream, len(futures)))
