@@ -143,3 +143,27 @@ def test_write_back_is_started_behind_the_hasher(root: Dir, fd: int, monkeypatch
 
 def test_start_writeback_is_harmless_on_a_real_file(fd: int) -> None:
     hashing.start_writeback(fd, 0, len(DATA))  # sync_file_range, or nothing where it is missing
+
+
+def test_a_caller_that_must_not_wait_skips_a_disk_range_while_the_hasher_is_behind(
+    root: Dir, fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st = state(root)
+    gate = threading.Event()
+    real = st.hashers.update
+
+    def slow(data: bytes | bytearray | memoryview) -> None:
+        gate.wait()
+        real(data)
+
+    monkeypatch.setattr(st.hashers, "update", slow)
+    with OrderedHasher(st, fd, depth=1) as h:
+        h.put_disk(1000)  # taken by the thread, which now waits
+        h.put_disk(2000)  # queued: the queue is full
+        h.put_disk(3000, block=False)  # skipped, at once
+        assert h.queued == 2000
+        gate.set()
+        h.put_disk(len(DATA), block=False)  # a later, larger end covers what was skipped
+        h.put_disk(len(DATA))
+        assert h.wait() == len(DATA)
+    assert st.verified() is not None

@@ -70,8 +70,11 @@ class InlineHasher:
         self._queued += sum(len(p) for p in pieces)
         self._hash_pieces(pieces)
 
-    def put_disk(self, end: int) -> None:
-        """Hash the file's bytes from where the handed-over bytes end up to `end`, read from the file."""
+    def put_disk(self, end: int, *, block: bool = True) -> None:
+        """Hash the file's bytes from where the handed-over bytes end up to `end`, read from the file.
+
+        `block=False`: skip it if the hasher is behind (a later call with a larger `end` covers it).
+        """
         if end > self._queued:
             self._queued = end
             self._hash_disk(end)
@@ -136,11 +139,14 @@ class OrderedHasher(InlineHasher):
         self._queued += sum(len(p) for p in pieces)
         self._queue.put(pieces)
 
-    def put_disk(self, end: int) -> None:
+    def put_disk(self, end: int, *, block: bool = True) -> None:
         self._raise_error()
         if end > self._queued:
+            try:
+                self._queue.put(end, block=block)
+            except queue.Full:
+                return
             self._queued = end
-            self._queue.put(end)
 
     def wait(self) -> int:
         """Wait until everything queued is hashed (raises the hashing thread's error)."""

@@ -214,7 +214,7 @@ class MultiStream:
                     futures.append(self._pool.submit(self._stream, len(futures)))
                 self._lock.wait(0.05)
                 prefix = self._coverage.prefix()
-            self._hasher.put_disk(prefix)
+            self._hasher.put_disk(prefix, block=False)  # never held up here: the ramp, saves, stops
             if time.monotonic() - last_save >= self._plan.save_interval:
                 self._save()
                 last_save = time.monotonic()

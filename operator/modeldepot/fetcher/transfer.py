@@ -188,6 +188,7 @@ class Transfer:
                     if recorded or multi:
                         drop_sidecar(item, item.dest.base)
                     hasher.put_disk(prefix)
+                    hasher.wait()  # before a connection opens: it must not idle while a prefix is read
                     responses = self._download(item, fd, hasher, Part(prefix, item.size, prefix))
                     assembled = assembled or responses > 1
                 hasher.wait()
