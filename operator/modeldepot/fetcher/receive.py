@@ -125,10 +125,17 @@ class Receiver:
             response.close()
 
     def copy_body(
-        self, item: TransferItem, response: httpx.Response, flush: Flush, *, batch: int | None = None
+        self,
+        item: TransferItem,
+        response: httpx.Response,
+        flush: Flush,
+        *,
+        batch: int | None = None,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         """Hand the body to `flush` in batches of `batch` (default `chunk_size`) bytes; `Transient`
-        (stalled) if it is too slow.
+        (stalled) if it is too slow. Ends early (after flushing what came) on a stop: the transfer's,
+        or `stopping()`.
 
         Network-sized pieces are gathered here rather than by `iter_raw(chunk_size)`, whose buffer
         would be lost on a broken connection.
@@ -155,7 +162,7 @@ class Receiver:
                         window_start, window_bytes = now, 0
                     # Large batches on fast links; at least ~4 flushes/s on slow ones (progress, resume).
                     if size >= limit or now - last_flush > 0.25:
-                        if self._stopping():
+                        if self._stopping() or (stopping is not None and stopping()):
                             break
                         full, pieces, n, size = pieces, [], size, 0
                         flush(full, n)

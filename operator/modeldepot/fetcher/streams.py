@@ -309,7 +309,7 @@ class MultiStream:
                         self._writing.add(index)
                     clock = now
 
-                self._rx.copy_body(item, r, flush, batch=batch)
+                self._rx.copy_body(item, r, flush, batch=batch, stopping=self._stop.is_set)
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise transport_error(item, exc) from None
         if self._stopped():
