@@ -15,6 +15,7 @@ from modeldepot.fetcher.job import FetchRequest
 from modeldepot.fetcher.layout import Layout
 from modeldepot.fetcher.manifest import FileEntry, Manifest
 from modeldepot.fetcher.progress import ProgressTracker
+from modeldepot.fetcher.ranges import Coverage, save_coverage
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir
 from modeldepot.fetcher.verify import git_blob_id
@@ -213,6 +214,21 @@ def test_check_free_space_counts_only_missing_bytes(layout: Layout, monkeypatch:
     steps.check_free_space(layout, staged.items)
     monkeypatch.setattr(layout, "free_bytes", lambda: 39)
     with pytest.raises(errors.InsufficientStorageError, match="40 more bytes"):
+        steps.check_free_space(layout, staged.items)
+
+
+def test_check_free_space_counts_the_holes_of_a_multi_stream_file(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snap = snapshot(C1, {"a.bin": b"x" * 100}, lfs=frozenset({"a.bin"}))
+    staged = steps.start_staging(layout, snap)
+    steps.reuse_verified(layout, snap, staged, None, ProgressTracker())
+    (item,) = staged.items
+    with (staged.staging / "a.bin").open("wb") as fh:
+        fh.write(b"x" * 90)  # 90 bytes long, but only two ranges were written
+    save_coverage(item, staged.staging, Coverage(100, [(0, 10), (80, 90)]))
+    monkeypatch.setattr(layout, "free_bytes", lambda: 79)
+    with pytest.raises(errors.InsufficientStorageError, match="80 more bytes"):
         steps.check_free_space(layout, staged.items)
 
 

@@ -30,7 +30,7 @@ from modeldepot.fetcher.layout import Layout
 from modeldepot.fetcher.manifest import FileEntry, Manifest
 from modeldepot.fetcher.partial import PartialState
 from modeldepot.fetcher.progress import ProgressTracker
-from modeldepot.fetcher.ranges import RANGES_DIR
+from modeldepot.fetcher.ranges import RANGES_DIR, load_coverage
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir, Location
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer
@@ -224,6 +224,9 @@ def check_free_space(layout: Layout, items: Iterable[TransferItem]) -> None:
             have = item.dest.stat().st_size
         except OSError:
             have = 0
+        # A file written by several streams has holes: its sidecar says how much of it is there.
+        if have and (written := load_coverage(item, item.dest.base, have)) is not None:
+            have = written.done()
         needed += bytes_still_needed(item.size, have)
     require_free_space(needed, layout.free_bytes(), layout.root)
 
