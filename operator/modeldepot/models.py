@@ -4,7 +4,7 @@ This module is the Python twin of ``crds/modelartifacts.yaml``: field names (cam
 and bounds are identical to the CRD's, and ``tests/unit/test_crd.py`` checks that they stay so. It also
 holds the names fixed by docs/internals.md, and the one place status writes are serialized: the
 operator's merge patch (`status_merge_patch`), the entries every writer applies (`node_apply`), the
-fetcher's progress (`to_api`). Pure: no I/O, no Kubernetes client.
+fetcher's progress (`progress_merge_patch`). Pure: no I/O, no Kubernetes client.
 
 Why one module of ~400 lines: it is the CRD's twin field for field (test_crd.py compares the two as a
 whole), and a status field and the way it is written change together.
@@ -158,6 +158,9 @@ class Downloader(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     resources: ResourceRequirements | None = None
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    streams: Annotated[int | None, Field(ge=1, le=32)] = None
+    streams_min_size: Annotated[int | None, Field(ge=0)] = None
+    chunk_size: Annotated[int | None, Field(ge=64 * 1024, le=64 * 1024 * 1024)] = None
     backoff_limit: Annotated[int, Field(ge=0, le=20)] = 4
     active_deadline_seconds: Annotated[int, Field(ge=60)] = 21600
 
@@ -186,6 +189,17 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
+class RetryStatus(_Model):
+    """A retry the download waits for (``progress.retry``): present from the retry's start until it
+    succeeds."""
+
+    reason: str
+    attempt: int
+    max_attempts: int
+    next_attempt_at: str
+    message: str
+
+
 class Progress(_Model):
     """Live download progress, as the fetcher patches it (and the operator aggregates it)."""
 
@@ -201,6 +215,7 @@ class Progress(_Model):
     resolved_revision: str | None = None
     observed_generation: int | None = None
     updated_at: str | None = None
+    retry: RetryStatus | None = None
 
 
 class NodeStatus(Progress):
@@ -267,6 +282,21 @@ def status_merge_patch(status: ModelArtifactStatus) -> dict[str, Any]:
     if "nodes" in status.model_fields_set:
         raise ValueError("status.nodes is applied per node (node_apply), never merge-patched")
     return status.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+_COME_AND_GO = ("eta_seconds", "retry")
+"""Progress fields a fetcher's report may have one time and not the next."""
+
+
+def progress_merge_patch(progress: Progress) -> dict[str, Any]:
+    """A fetcher's write of ``status.progress`` (claim storage) as the body of a JSON merge patch:
+    its fields, and null for those of `_COME_AND_GO` it has no value for, so a retry that succeeded
+    (or an ETA no longer known) is removed rather than left as the last report had it."""
+    return progress.to_api() | {
+        Progress.model_fields[name].alias or name: None
+        for name in _COME_AND_GO
+        if getattr(progress, name) is None
+    }
 
 
 def node_field_manager(node: str) -> str:

@@ -236,6 +236,22 @@ def test_downloader_overrides() -> None:
     assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (0, 600)
 
 
+def test_stream_settings_reach_the_fetcher_only_when_set() -> None:
+    """spec.downloader's stream knobs become `modeldepot fetch` flags, which the fetcher's own
+    settings validate; unset leaves the fetcher's measured defaults alone."""
+    from modeldepot.cli import _build_parser
+    from modeldepot.settings import FetchSettings
+
+    plain = container(builders.fetch_job(artifact(), node=None, defaults=DEFAULTS))["args"]
+    assert not {"--streams", "--streams-min-size", "--chunk-size"} & set(plain)
+    tuned = artifact(downloader={"streams": 1, "streamsMinSize": 0, "chunkSize": 4 << 20})
+    args = container(builders.fetch_job(tuned, node=None, defaults=DEFAULTS))["args"]
+    parsed = _build_parser().parse_args(args)
+    assert (parsed.streams, parsed.streams_min_size, parsed.chunk_size) == (1, 0, 4 << 20)
+    settings = FetchSettings(streams=parsed.streams, streams_min_size=0, chunk_size=parsed.chunk_size)
+    assert (settings.streams, settings.chunk_size) == (1, 4 << 20)
+
+
 @pytest.mark.parametrize(
     "name",
     ["a", "minilm", "x" * 253, "my.model.v2", "a" * 60 + ".b", "-".join(["seg"] * 60)[:253]],

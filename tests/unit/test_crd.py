@@ -100,6 +100,22 @@ def test_defaults_and_bounds(schema: dict[str, Any]) -> None:
     assert (dl["properties"]["concurrency"]["minimum"], dl["properties"]["concurrency"]["maximum"]) == (1, 64)
     assert dl["properties"]["concurrency"]["default"] == 8
     assert dl["properties"]["backoffLimit"]["default"] == 4
+    # what the schema admits, the fetcher accepts (its flags are validated by FetchSettings)
+    from modeldepot.settings import FetchSettings
+
+    bounds = {
+        name: {type(m).__name__: m for m in f.metadata} for name, f in FetchSettings.model_fields.items()
+    }
+    streams, chunk = dl["properties"]["streams"], dl["properties"]["chunkSize"]
+    assert (streams["minimum"], streams["maximum"]) == (
+        bounds["streams"]["Ge"].ge,
+        bounds["streams"]["Le"].le,
+    )
+    assert (chunk["minimum"], chunk["maximum"]) == (
+        bounds["chunk_size"]["Ge"].ge,
+        bounds["chunk_size"]["Le"].le,
+    )
+    assert dl["properties"]["streamsMinSize"]["minimum"] == bounds["streams_min_size"]["Ge"].ge
     assert dl["properties"]["activeDeadlineSeconds"]["minimum"] == 60
     assert spec["deletionPolicy"]["enum"] == ["Delete", "Retain"]
     assert spec["deletionPolicy"]["default"] == "Delete"

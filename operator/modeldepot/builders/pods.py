@@ -118,7 +118,16 @@ def fetch_args(
         args += ["--exclude", pattern]
     if hf.endpoint:
         args += ["--endpoint", hf.endpoint]
-    args += ["--concurrency", str(artifact.spec.downloader.concurrency)]
+    downloader = artifact.spec.downloader
+    args += ["--concurrency", str(downloader.concurrency)]
+    # unset: the fetcher's own defaults (FetchSettings), chosen from `make bench`
+    for flag, value in (
+        ("--streams", downloader.streams),
+        ("--streams-min-size", downloader.streams_min_size),
+        ("--chunk-size", downloader.chunk_size),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
     args += ["--report", f"{artifact.namespace}/{artifact.name}", "--generation", str(generation)]
     args += ["--owner", owner_arg(artifact)]
     if node is not None:
