@@ -45,6 +45,9 @@ class Answer:
     body: bytes
     cut_after: int | None = None
     pause: float = 0.0
+    """Before the body."""
+    trickle: float = 0.0
+    """After each 256 KiB of the body."""
 
 
 Behaviour = Callable[[int, int, int, "Answer"], "Answer"]
@@ -106,6 +109,7 @@ class RangeServer:
             body = a.body if a.cut_after is None else a.body[: a.cut_after]
             for i in range(0, len(body), 256 << 10):
                 h.wfile.write(body[i : i + (256 << 10)])
+                time.sleep(a.trickle)
             if a.cut_after is not None:
                 h.wfile.flush()
                 h.close_connection = True
@@ -389,7 +393,7 @@ def test_an_interrupted_multi_stream_download_resumes_every_part(
     root: Dir, tmp_path: Path, serve: Callable[..., RangeServer]
 ) -> None:
     def slow(n: int, s: int, e: int, a: Answer) -> Answer:
-        return dataclasses.replace(a, pause=0.02)
+        return dataclasses.replace(a, pause=0.02, trickle=0.01)  # ~25 MB/s per stream
 
     server = serve(slow)
     cancel = threading.Event()

@@ -6,7 +6,7 @@ transfer's stream pool, each with its own connection) take them in file order: `
 the body written at its offset with `pwrite` on the file's one descriptor, each write recorded in
 the file's `Coverage`. The calling thread follows them: it hands each newly contiguous prefix to the
 hasher (which reads it back from the page cache, in order; parts taken in order keep it close
-behind) and saves the coverage in the file's sidecar about every second, after an fdatasync when
+behind; while one stream runs, it hands its bytes over in memory instead) and saves the coverage in the file's sidecar about every second, after an fdatasync when
 `fsync` is on, so the sidecar never names a byte that is not durable; a resumed file resumes every
 part.
 
@@ -159,6 +159,8 @@ class MultiStream:
         self._on_bytes = on_bytes
         self._parts = deque(parts(coverage, plan.streams, plan.part_size))
         self._lock = threading.Condition()
+        self._feed = threading.Lock()
+        """Held to hand work to the hasher, which must get it in file order."""
         self._url = item.url
         self._stop = threading.Event()
         self._refused: str | None = None
@@ -214,7 +216,13 @@ class MultiStream:
                     futures.append(self._pool.submit(self._stream, len(futures)))
                 self._lock.wait(0.05)
                 prefix = self._coverage.prefix()
-            self._hasher.put_disk(prefix, block=False)  # never held up here: the ramp, saves, stops
+            # Never held up here, so the ramp, saves and stops stay prompt: a busy hasher or a stream
+            # handing bytes over is skipped (a later, larger prefix covers it).
+            if self._feed.acquire(blocking=False):
+                try:
+                    self._hasher.put_disk(prefix, block=False)
+                finally:
+                    self._feed.release()
             if time.monotonic() - last_save >= self._plan.save_interval:
                 self._save()
                 last_save = time.monotonic()
@@ -327,5 +335,12 @@ class MultiStream:
             self._coverage.add(part.offset, part.offset + n)
             if part.offset <= self._coverage.prefix():
                 self._lock.notify_all()
+            alone = self._ramp.limit == 1
+        if alone:
+            with self._feed:
+                if part.offset == self._hasher.queued:
+                    # One stream, writing where the hashes are: hand the bytes over as one stream
+                    # does (reading them back costs a copy); the hasher's queue bounds the memory.
+                    self._hasher.put(pieces)
         part.offset += n
         self._on_bytes(n)
