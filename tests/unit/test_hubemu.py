@@ -429,6 +429,11 @@ def test_fail_next_and_truncate_next(hub: HubEmulator) -> None:
         assert client.get(f"{hub.url}/api/models/org/f").status_code == 503
         assert client.get(f"{hub.url}/api/models/org/f").status_code == 200
 
+        hub.fail_next("w.bin", 1, status=429, retry_after=7)
+        hub.fail_next("other.bin", 1, status=503, retry_after=None)
+        assert client.get(url).headers["retry-after"] == "7"
+        assert "retry-after" not in client.get(f"{hub.url}/org/f/resolve/main/other.bin").headers
+
     hub.truncate_next("w.bin", after_bytes=1000)
     with httpx.Client() as client, pytest.raises(httpx.RemoteProtocolError):
         client.get(url)

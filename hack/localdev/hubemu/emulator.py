@@ -221,13 +221,16 @@ class HubEmulator:
         repo_id: str | None = None,
         repo_type: str = "model",
         methods: Iterable[str] | None = None,
+        retry_after: float | None = 0,
     ) -> None:
-        """Answer the next `count` matching requests with `status`.
+        """Answer the next `count` matching requests with `status` and `Retry-After: <retry_after>`
+        (None: no such header).
 
         `path` is a glob over the in-repo file path of resolve requests (`"*.safetensors"`) or, if
         it starts with `/`, over the URL path (`"/api/models/org/*"`).
         """
-        self.faults.add(path, count, repo_id, repo_type, methods, status=status)
+        after = None if retry_after is None else f"{retry_after:g}"
+        self.faults.add(path, count, repo_id, repo_type, methods, status=status, retry_after=after)
 
     def truncate_next(
         self,

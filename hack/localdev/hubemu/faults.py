@@ -2,7 +2,7 @@
 
 Ordinary faults (`Faults`): `set_throttle` (bytes/s, global or per repo, shared by all
 connections), `corrupt` (flip one byte of the served bytes, advertised hashes unchanged),
-`fail` (next N matching requests answer 500/503...), `truncate` (next N matching GETs close the
+`fail` (next N matching requests answer 500/503..., with `Retry-After: 0` or the one given), `truncate` (next N matching GETs close the
 connection after K body bytes).
 
 Hostile modes (`HostileHub`, `HubEmulator.hostile`): a Hub that lies, loops, trickles or hangs.
@@ -59,6 +59,8 @@ class Fault:
     methods: frozenset[str] | None
     status: int = 503
     after_bytes: int = 0
+    retry_after: str | None = "0"
+    """The failure's `Retry-After` header (None: none)."""
 
     def matches(self, method: str, url_path: str, repo_key: RepoKey | None, file: str | None) -> bool:
         if self.methods is not None and method not in self.methods:
@@ -112,12 +114,14 @@ class Faults:
         *,
         status: int,
         after_bytes: int = 0,
+        retry_after: str | None = "0",
     ) -> None:
-        """A failure (`status` > 0) or a truncation (`status` 0, after `after_bytes`) of the next `count`."""
+        """A failure (`status` > 0, with `retry_after` as its Retry-After) or a truncation (`status` 0,
+        after `after_bytes`) of the next `count`."""
         key = None if repo_id is None else repo_key(repo_type, repo_id)
         meths = None if methods is None else frozenset(m.upper() for m in methods)
         with self._lock:
-            self._faults.append(Fault(path, count, key, meths, status, after_bytes))
+            self._faults.append(Fault(path, count, key, meths, status, after_bytes, retry_after))
 
     def reset(self) -> None:
         with self._lock:

@@ -211,7 +211,8 @@ class Handler(BaseHTTPRequestHandler):
         url_path = unquote(urlsplit(self.path).path)
         fault = self.emu.faults.take(method, url_path, (repo_type, repo_id), file, truncation=False)
         if fault is not None:
-            raise HttpError(fault.status, f"Injected failure ({fault.status})", headers={"Retry-After": "0"})
+            headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
+            raise HttpError(fault.status, f"Injected failure ({fault.status})", headers=headers)
 
     def _tree(
         self, repo: Repo, revision: str, base: str, recursive: bool, expand: bool, query: dict[str, list[str]]
