@@ -99,7 +99,7 @@ def _status_sink(report: str, node: str | None) -> ProgressSink:
     `status.progress` by merge patch, or this node's `status.nodes` entry by server-side apply as
     the node's field manager, so that fetch pods on other nodes never overwrite each other."""
     from modeldepot.kube import apply_node_status, patch_artifact_status
-    from modeldepot.models import NodeStatus, Progress
+    from modeldepot.models import NodeStatus, Progress, progress_merge_patch
 
     namespace, _, name = report.partition("/")
     if not namespace or not name:
@@ -109,9 +109,8 @@ def _status_sink(report: str, node: str | None) -> ProgressSink:
         if node:
             apply_node_status(namespace, name, NodeStatus.model_validate({**progress, "name": node}))
         else:
-            patch_artifact_status(
-                namespace, name, {"status": {"progress": Progress.model_validate(progress).to_api()}}
-            )
+            patch = progress_merge_patch(Progress.model_validate(progress))
+            patch_artifact_status(namespace, name, {"status": {"progress": patch}})
 
     return sink
 

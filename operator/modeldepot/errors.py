@@ -88,10 +88,19 @@ class InsufficientStorageError(ModelDepotError):
 
 
 class HubUnavailableError(ModelDepotError):
-    """The Hub (or mirror) is unreachable or answering 5xx/429; retried."""
+    """The Hub (or mirror) is unreachable or answering 5xx/429; retried.
+
+    `retry_reason` says which, for the status while the fetcher waits to try again:
+    `HubUnreachable` (no connection: DNS, refused, reset; the default), `ServerError` (5xx),
+    `RateLimited` (429) or `HubUnavailable` (anything else, such as an unreadable answer).
+    """
 
     reason = Reason.HUB_UNAVAILABLE
     retryable = True
+
+    def __init__(self, message: str, *, retry_reason: Reason = Reason.HUB_UNREACHABLE) -> None:
+        super().__init__(message)
+        self.retry_reason = retry_reason
 
 
 class DownloadFailedError(ModelDepotError):

@@ -1,4 +1,5 @@
-"""Human formatting shared by the fetcher and the operator: sizes, durations, progress summaries.
+"""Human formatting shared by the fetcher and the operator: sizes, durations, progress summaries,
+retries.
 
 Kept free of pydantic and the resource models so the fetcher starts fast.
 """
@@ -11,6 +12,8 @@ from .vocabulary import Phase
 
 _SI_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
 _STOPPED = (Phase.SUSPENDED, Phase.FAILED)  # summaries say where they stopped
+SUMMARY_MESSAGE_CHARS = 120
+"""Most characters of a retry's message in a summary (the whole message is in progress.retry)."""
 
 
 def format_bytes(n: float | None) -> str:
@@ -48,6 +51,30 @@ def compute_percent(bytes_done: int | None, bytes_total: int | None) -> float | 
     return round(min(100.0, max(0.0, bytes_done * 100.0 / bytes_total)), 1)
 
 
+def retry_phrase(
+    *,
+    attempt: int,
+    max_attempts: int,
+    message: str,
+    wait: float | None = None,
+    at: str | None = None,
+    clip: int | None = None,
+) -> str:
+    """A retry for humans: ``retrying in 8s (attempt 2/5): <message>``.
+
+    `wait`: seconds until the next attempt (0 or less: ``retrying now``); else `at`, its RFC 3339
+    time (``retrying at 2026-05-01T12:00:08Z``), which does not go stale (condition messages).
+    `clip`: most characters of the message kept (then "…").
+    """
+    if wait is not None:
+        when = "retrying now" if wait <= 0 else f"retrying in {format_duration(wait)}"
+    else:
+        when = f"retrying at {at}" if at else "retrying"
+    if clip is not None and len(message) > clip:
+        message = message[: clip - 1] + "…"
+    return f"{when} (attempt {attempt}/{max_attempts}): {message}"
+
+
 def progress_summary(
     *,
     phase: str | None = None,
@@ -58,12 +85,15 @@ def progress_summary(
     eta_seconds: float | None = None,
     nodes_ready: int | None = None,
     nodes_total: int | None = None,
+    retrying: str | None = None,
 ) -> str:
     """The one-line progress for ``status.progress.summary`` (the Progress printer column).
 
     Examples: ``45% of 91.6 MB, 12.3 MB/s, ETA 4s``; ``100% of 91.6 MB``; ``Suspended at 45% of
     91.6 MB``; ``1/3 nodes, 45% of 91.6 MB, ...``; ``Pending``. Percent is floored so a nearly done
-    download never reads 100%.
+    download never reads 100%. `retrying` (a `retry_phrase`) ends the summary of a download
+    that waits to try again, and stands for ``Resolving files`` before the files are known:
+    ``retrying in 8s (attempt 2/5): cannot reach the Hub: ...``.
     """
     if percent is None:
         percent = compute_percent(bytes_done, bytes_total)
@@ -82,6 +112,8 @@ def progress_summary(
                 parts.append(f"{format_bytes(bytes_per_second)}/s")
             if eta_seconds is not None and percent < 100:
                 parts.append(f"ETA {format_duration(eta_seconds)}")
-    elif phase is not None:
+    elif phase is not None and not (retrying and phase == Phase.DOWNLOADING):
         parts.append(phase if phase != Phase.DOWNLOADING else "Resolving files")
+    if retrying and phase not in (*_STOPPED, Phase.READY):
+        parts.append(retrying)
     return ", ".join(parts) if parts else (phase or "")

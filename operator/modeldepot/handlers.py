@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from . import kube, metrics
 from .builders import ANNOTATION_ARTIFACT, ANNOTATION_ARTIFACT_NAMESPACE
-from .decisions import job_snapshot
+from .decisions import job_snapshot, retry_news
 from .errors import ModelDepotError
 from .models import (
     FETCHER_APP,
@@ -217,13 +217,14 @@ async def status_changed(
     type: str,
     **kwargs: Any,
 ) -> None:
-    """Fetchers patch progress; fold it into the phase (and, node-local, the aggregate)."""
+    """Fetchers patch progress; fold it into the phase and conditions (a retry's reason while it
+    waits) and, node-local, the aggregate."""
     if namespace is None or type != "MODIFIED" or body.metadata.get("deletionTimestamp"):
         return
     status = body.get("status") or {}
     node_local = bool(body.spec.get("storage", {}).get("nodeLocal"))
     progress_phase = (status.get("progress") or {}).get("phase")
-    if not node_local and progress_phase == status.get("phase"):
+    if not node_local and progress_phase == status.get("phase") and not retry_news(status):
         return
     _announce(body, await _reconcile_from_event(namespace, name, "a status change", kwargs))
 

@@ -47,6 +47,14 @@ class Reason(StrEnum):
     KUBERNETES_API_ERROR = "KubernetesApiError"
     ERROR = "Error"
 
+    # a retry the fetcher waits for (progress.retry.reason, and the conditions while it waits);
+    # HubUnavailable and DownloadFailed above name the other retries (an unreadable answer, a
+    # broken transfer)
+    HUB_UNREACHABLE = "HubUnreachable"
+    RATE_LIMITED = "RateLimited"
+    SERVER_ERROR = "ServerError"
+    SLOW_TRANSFER = "SlowTransfer"
+
     # conditions while nothing failed (docs/api.md, Conditions)
     VERIFIED = "Verified"
     PENDING = "Pending"

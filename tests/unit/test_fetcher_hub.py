@@ -11,6 +11,7 @@ from localdev.hubemu import FileSpec, HubEmulator
 from modeldepot import errors
 from modeldepot.fetcher.hub import HubClient
 from modeldepot.fetcher.remote import check_remote_path
+from modeldepot.fetcher.retry import RetryNotice
 
 
 @pytest.fixture
@@ -99,6 +100,40 @@ def test_5xx_is_retried_then_hub_unavailable(hub: HubEmulator) -> None:
     with pytest.raises(errors.HubUnavailableError) as exc:
         client.snapshot("org/m")
     assert exc.value.retryable
+
+
+def test_each_metadata_retry_is_told_with_its_reason_and_wait(hub: HubEmulator) -> None:
+    hub.add_repo_from_files("org/m", {"a": b"1"})
+    sleeps: list[float] = []
+    heard: list[RetryNotice | None] = []
+    client = HubClient(endpoint=hub.url, max_retries=3, backoff_max=10, sleep=sleeps.append)
+    hub.fail_next("/api/models/org/m/revision/*", 1, status=429, retry_after=3)
+    hub.fail_next("/api/models/org/m/tree/*", 1, status=502, retry_after=None)
+    assert client.snapshot("org/m", on_retry=heard.append).files[0].path == "a"
+    assert sleeps[0] == 3.0  # the 429's Retry-After, read before huggingface_hub could sleep on it
+    assert 0.25 <= sleeps[1] <= 0.5  # no Retry-After: the backoff
+    assert heard == [
+        RetryNotice("RateLimited", 2, 4, 3.0, "the Hub answered HTTP 429 for org/m"),
+        None,  # resolved: the retry is over
+        RetryNotice("ServerError", 2, 4, sleeps[1], "the Hub answered HTTP 502 for org/m"),
+        None,
+    ]
+    hub.fail_next("/api/models/org/m/revision/*", 1, status=429, retry_after=3600)
+    heard.clear()
+    client.resolve("org/m", on_retry=heard.append)
+    assert sleeps[-1] == 10.0 and heard[0] is not None and heard[0].delay == 10.0  # capped by backoff_max
+
+
+def test_an_unreachable_hub_is_retried_as_hub_unreachable() -> None:
+    heard: list[RetryNotice | None] = []
+    client = HubClient(endpoint="http://127.0.0.1:9", max_retries=2, sleep=lambda s: None)
+    with pytest.raises(errors.HubUnavailableError, match="cannot reach the Hub"):
+        client.resolve("org/m", on_retry=heard.append)
+    assert [(n.reason, n.attempt, n.max_attempts) for n in heard if n is not None] == [
+        ("HubUnreachable", 2, 3),
+        ("HubUnreachable", 3, 3),
+    ]
+    assert heard[0] is not None and heard[0].message.startswith("cannot reach the Hub: ConnectError")
 
 
 def test_invalid_repo_type() -> None:

@@ -8,6 +8,7 @@ beyond "it finished".
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from localdev.hubemu import FileSpec, HubEmulator
 from modeldepot import errors
 from modeldepot.fetcher.hub import HubClient, _check_listed_file, resolve_token
 from modeldepot.fetcher.remote import check_remote_path
+from modeldepot.fetcher.retry import RetryNotice
 
 GOOD_OID = "a" * 40
 GOOD_SHA = "b" * 64
@@ -231,13 +233,22 @@ def test_a_silent_endpoint_is_hub_unavailable_within_the_deadline(hub: HubEmulat
     assert c.snapshot("org/m").files[0].path == "a", "the shared session still works afterwards"
 
 
-def test_deadline_covers_huggingface_hub_retries_and_sleeps(hub: HubEmulator) -> None:
-    """The listing goes through huggingface_hub's own backoff (sleeps of 1, 2, 4, 8 s)."""
+def test_a_failing_listing_is_retried_by_us_visibly_within_the_deadline(hub: HubEmulator) -> None:
+    """The listing goes through huggingface_hub's own backoff (sleeps of 1, 2, 4, 8 s, unseen): a
+    5xx ends the call at once instead, and our retries, each told, stop at the deadline."""
     hub.add_repo_from_files("org/m", {"a": b"1"})
-    hub.fail_next("/api/models/org/m/tree/*", 100, status=503)
-    c = client(hub, metadata_timeout=1.0, max_retries=10)
-    with pytest.raises(errors.HubUnavailableError, match="metadata_timeout"):
-        c.snapshot("org/m")
+    hub.fail_next("/api/models/org/m/tree/*", 1000, status=503, retry_after=None)
+    heard: list[RetryNotice | None] = []
+    c = client(hub, metadata_timeout=1.0, max_retries=1000, backoff_base=0.1, sleep=time.sleep)
+    started = time.monotonic()
+    with pytest.raises(errors.HubUnavailableError, match=r"HTTP 503|metadata_timeout"):
+        c.snapshot("org/m", on_retry=heard.append)
+    assert time.monotonic() - started < 2.0
+    assert heard and all(n is not None and n.reason == "ServerError" for n in heard)
+    tree = [r for r in hub.requests if "/tree/" in r["path"]]
+    # every request was one of our attempts (the last one may have met the deadline before it
+    # sent anything): none of huggingface_hub's own
+    assert len(heard) <= len(tree) <= len(heard) + 1
 
 
 def test_bounds_apply_only_inside_hub_client_calls(hub: HubEmulator) -> None:

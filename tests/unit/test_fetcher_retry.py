@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from modeldepot import errors
-from modeldepot.fetcher.retry import RetryPolicy, Transient, retry_after, status_error
+from modeldepot.fetcher.retry import (
+    Attempts,
+    RetryNotice,
+    RetryPolicy,
+    Transient,
+    retry_after,
+    status_error,
+)
+from modeldepot.vocabulary import Reason
 
 
 @pytest.mark.parametrize(
@@ -26,12 +34,52 @@ def test_permanent_answers(status: int, headers: dict[str, str], kind: type[Exce
     assert f"w.bin (HTTP {status})" in str(error)
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503])
-def test_retryable_answers_carry_the_error_and_retry_after(status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (429, Reason.RATE_LIMITED),
+        (500, Reason.SERVER_ERROR),
+        (502, Reason.SERVER_ERROR),
+        (503, "ServerError"),
+    ],
+)
+def test_retryable_answers_carry_the_error_retry_after_and_reason(status: int, reason: str) -> None:
     error = status_error("w.bin", status, {"retry-after": "7"})
     assert isinstance(error, Transient) and not error.stalled
     assert isinstance(error.error, errors.HubUnavailableError)
     assert error.retry_after == 7.0
+    assert error.reason == reason
+
+
+def test_the_reason_a_retry_shows() -> None:
+    assert Transient(errors.HubUnavailableError("x: ConnectError")).reason == "HubUnreachable"
+    assert Transient(errors.DownloadFailedError("x: stalled"), stalled=True).reason == "SlowTransfer"
+    assert Transient(errors.DownloadFailedError("x: RemoteProtocolError")).reason == "DownloadFailed"
+    unreadable = errors.HubUnavailableError("?", retry_reason=Reason.HUB_UNAVAILABLE)
+    assert Transient(unreadable).reason == "HubUnavailable"
+    assert Transient(unreadable, reason=Reason.RATE_LIMITED).reason == "RateLimited"
+
+
+def test_attempts_tell_the_policy_of_each_retry_before_the_wait() -> None:
+    heard: list[RetryNotice | None] = []
+    policy = RetryPolicy(max_retries=2, backoff_base=1.0, backoff_max=5.0, on_retry=heard.append)
+    attempts = Attempts(policy, progress_floor=100)
+    refused = Transient(errors.HubUnavailableError("w.bin: ConnectError: refused"))
+    assert attempts.failed(refused, progressed=0, remaining=1000) == heard[-1].delay  # type: ignore[union-attr]
+    limited = status_error("w.bin", 429, {"retry-after": "3"})
+    assert isinstance(limited, Transient)
+    assert attempts.failed(limited, progressed=0, remaining=1000) == 3.0
+    assert heard == [
+        RetryNotice("HubUnreachable", 2, 3, heard[0].delay, "w.bin: ConnectError: refused"),  # type: ignore[union-attr]
+        RetryNotice("RateLimited", 3, 3, 3.0, "the Hub failed to serve w.bin (HTTP 429)"),
+    ]
+    # out of attempts: the error is raised, and no retry is announced
+    with pytest.raises(errors.HubUnavailableError):
+        attempts.failed(limited, progressed=0, remaining=1000)
+    assert len(heard) == 2
+    # real progress starts the count again: the next retry is attempt 2 again
+    attempts.failed(limited, progressed=100, remaining=1000)
+    assert heard[-1] is not None and heard[-1].attempt == 2
 
 
 @pytest.mark.parametrize(("value", "seconds"), [(None, None), ("3.5", 3.5), ("Wed, 21 Oct 2015", None)])

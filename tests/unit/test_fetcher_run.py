@@ -11,6 +11,7 @@ import threading
 import time
 import types
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +420,84 @@ def test_cli_cleanup_removes_everything_and_is_idempotent(
     assert cli.main(["cleanup", "--to", str(tmp_path / "models" / "keep"), "--root", str(tmp_path)]) == 0
     assert sorted(os.listdir(tmp_path / ".modeldepot" / "store")) == []
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason", "message"),
+    [
+        ("/api/models/org/tiny/revision/*", "ServerError", "the Hub answered HTTP 503 for org/tiny"),
+        ("model.safetensors", "ServerError", "the Hub failed to serve model.safetensors (HTTP 503)"),
+    ],
+)
+def test_a_retry_is_reported_at_once_and_gone_once_it_succeeds(
+    hub: HubEmulator, tmp_path: Path, fault: str, reason: str, message: str
+) -> None:
+    # a report per interval would mean none before the end: every report but the last is news
+    settings = FetchSettings(
+        termination_log=tmp_path / "tl", backoff_base=0.01, backoff_max=1, max_retries=3, report_interval=60
+    )
+    hub.fail_next(fault, 1, status=503, retry_after=0.3)
+    hub.set_throttle(BIG * 2)  # the download lasts about 0.5 s after the retry
+    reports: list[dict[str, Any]] = []
+    fetch(req(hub, tmp_path, include=["model.safetensors"]), settings=settings, sink=reports.append)
+    assert [("retry" in r, r["phase"]) for r in reports] == [
+        (True, "Downloading"),
+        (False, "Downloading"),  # the Hub answered, or bytes came after the wait
+        (False, "Ready"),
+    ]
+    retry = reports[0]["retry"]
+    assert (retry["reason"], retry["attempt"], retry["maxAttempts"], retry["message"]) == (
+        reason,
+        2,
+        4,
+        message,
+    )
+    assert f"retrying in 1s (attempt 2/4): {message}" in reports[0]["summary"]
+
+
+def test_a_rate_limited_download_waits_as_long_as_the_hub_says(hub: HubEmulator, tmp_path: Path) -> None:
+    settings = FetchSettings(termination_log=tmp_path / "tl", backoff_max=5, report_interval=60)
+    hub.fail_next("model.safetensors", 1, status=429, retry_after=1.5)
+    reports: list[dict[str, Any]] = []
+    started = time.monotonic()
+    fetch(req(hub, tmp_path, include=["model.safetensors"]), settings=settings, sink=reports.append)
+    assert time.monotonic() - started >= 1.5
+    (waiting,) = [r for r in reports if "retry" in r]
+    assert waiting["retry"]["reason"] == "RateLimited"
+    next_at = datetime.fromisoformat(waiting["retry"]["nextAttemptAt"].replace("Z", "+00:00"))
+    written = datetime.fromisoformat(waiting["updatedAt"].replace("Z", "+00:00"))
+    assert 1 <= (next_at - written).total_seconds() <= 3
+    assert (
+        "retrying in 2s (attempt 2/7): the Hub failed to serve model.safetensors (HTTP 429)"
+        in waiting["summary"]
+    )
+
+
+def test_the_claims_progress_patch_removes_a_retry_that_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    patches: list[dict[str, Any]] = []
+    fake = types.ModuleType("modeldepot.kube")
+    fake.patch_artifact_status = lambda ns, name, patch: patches.append(patch)  # type: ignore[attr-defined]
+    fake.apply_node_status = lambda ns, name, entry: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "modeldepot.kube", fake)
+    sink = cli._status_sink("ns1/art", None)
+    base = {"phase": "Downloading", "percent": 0.0, "bytesDone": 0, "bytesTotal": 0, "filesDone": 0}
+    retry = {
+        "reason": "HubUnreachable",
+        "attempt": 2,
+        "maxAttempts": 7,
+        "nextAttemptAt": "2026-05-01T12:00:08Z",
+        "message": "cannot reach the Hub: ConnectError",
+    }
+    sink(
+        {
+            **base,
+            "retry": retry,
+            "summary": "retrying in 8s (attempt 2/7): cannot reach the Hub: ConnectError",
+        }
+    )
+    sink({**base, "summary": "Resolving files"})
+    assert patches[0]["status"]["progress"]["retry"] == retry
+    second = patches[1]["status"]["progress"]
+    # a JSON merge patch keeps what it does not name: the retry (and a stale ETA) are named null
+    assert second["retry"] is None and second["etaSeconds"] is None
+    assert second["summary"] == "Resolving files"

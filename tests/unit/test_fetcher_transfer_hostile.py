@@ -19,6 +19,7 @@ import pytest
 from localdev.hubemu import HubEmulator
 from modeldepot import errors
 from modeldepot.fetcher.hub import HubClient
+from modeldepot.fetcher.retry import RetryNotice
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer, TransferItem
 
 SIZE = 200_000
@@ -66,10 +67,14 @@ def test_a_trickle_is_cut_and_resumed_by_range(
     hub.hostile.trickle("org/t", "w.bin", 4000, count=1)
     item = item_of(hub, tmp_path)
     caplog.set_level(logging.WARNING)
-    with transfer() as t:
+    heard: list[RetryNotice | None] = []
+    with transfer(retry=RetryPolicy(2, 0.01, 0.02, on_retry=heard.append)) as t:
         v = t.fetch(item)
     assert v.sha256 == hub.repo_files("org/t")["w.bin"]["sha256"]
     assert "stalled" in caplog.text
+    # the status shows the cut while the retry waits
+    assert [(n.reason, n.attempt, n.max_attempts) for n in heard if n is not None] == [("SlowTransfer", 2, 3)]
+    assert heard[0] is not None and heard[0].message.startswith("w.bin: stalled, ")
     requests = gets(hub)
     assert len(requests) == 2
     assert requests[0]["range"] is None and 0 < requests[0]["bytes"] < SIZE
@@ -87,9 +92,15 @@ def test_a_trickle_for_ever_fails_after_the_retries(hub: HubEmulator, tmp_path: 
 
 def test_one_byte_per_connection_does_not_reset_the_retries(hub: HubEmulator, tmp_path: Path) -> None:
     hub.truncate_next("w.bin", after_bytes=1, count=100)
-    with transfer() as t, pytest.raises(errors.DownloadFailedError):
+    heard: list[RetryNotice | None] = []
+    policy = RetryPolicy(2, 0.01, 0.02, on_retry=heard.append)
+    with transfer(retry=policy) as t, pytest.raises(errors.DownloadFailedError):
         t.fetch(item_of(hub, tmp_path))
     assert len(gets(hub)) == 3
+    assert [(n.reason, n.attempt) for n in heard if n is not None] == [
+        ("DownloadFailed", 2),
+        ("DownloadFailed", 3),
+    ]
 
 
 def test_real_progress_still_resets_the_retries(hub: HubEmulator, tmp_path: Path) -> None:

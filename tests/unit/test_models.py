@@ -8,13 +8,23 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from modeldepot.formatting import compute_percent, format_bytes, format_duration, progress_summary
+from modeldepot.formatting import (
+    compute_percent,
+    format_bytes,
+    format_duration,
+    progress_summary,
+    retry_phrase,
+)
 from modeldepot.models import (
     JobResult,
     ModelArtifact,
+    Progress,
+    RetryStatus,
     parse_termination_message,
+    progress_merge_patch,
     validation_message,
 )
+from modeldepot.vocabulary import Phase
 
 
 def body(**spec: Any) -> dict[str, Any]:
@@ -199,3 +209,55 @@ def test_progress_summary() -> None:
         progress_summary(phase="Downloading", percent=50, bytes_total=3_000, nodes_ready=1, nodes_total=3)
         == "1/3 nodes, 50% of 3.0 kB"
     )
+
+
+def test_retry_phrase_and_a_summary_that_waits() -> None:
+    message = "cannot reach the Hub: ConnectError: [Errno -2] Name or service not known"
+    waiting = retry_phrase(attempt=2, max_attempts=5, message=message, wait=7.2)
+    assert waiting == f"retrying in 8s (attempt 2/5): {message}"
+    assert retry_phrase(attempt=2, max_attempts=5, message="x", wait=0).startswith("retrying now (attempt")
+    at = retry_phrase(attempt=3, max_attempts=5, message="x", at="2026-05-01T12:00:08Z")
+    assert at == "retrying at 2026-05-01T12:00:08Z (attempt 3/5): x"
+    clipped = retry_phrase(attempt=2, max_attempts=5, message="m" * 500, wait=1, clip=20)
+    assert clipped.endswith(": " + "m" * 19 + "…")
+    # before the files are known it stands for "Resolving files"; after, it ends the summary
+    assert progress_summary(phase="Downloading", retrying=waiting) == waiting
+    assert (
+        progress_summary(
+            phase="Downloading", percent=42, bytes_total=91_600_000, eta_seconds=20, retrying=waiting
+        )
+        == f"42% of 91.6 MB, ETA 20s, {waiting}"
+    )
+    assert progress_summary(phase="Downloading", nodes_ready=0, nodes_total=2, retrying=waiting) == (
+        f"0/2 nodes, {waiting}"
+    )
+    # a download that stopped waits for nothing
+    assert (
+        progress_summary(phase="Failed", percent=0, bytes_total=0, retrying=waiting) == "Failed at 0% of 0 B"
+    )
+
+
+def test_the_fetchers_progress_patch_names_what_went_away() -> None:
+    retry = RetryStatus(
+        reason="RateLimited", attempt=2, max_attempts=7, next_attempt_at="2026-05-01T12:00:08Z", message="429"
+    )
+    waiting = Progress(phase=Phase.DOWNLOADING, percent=4.0, eta_seconds=30.0, retry=retry)
+    assert progress_merge_patch(waiting) == {
+        "phase": "Downloading",
+        "percent": 4.0,
+        "etaSeconds": 30.0,
+        "retry": {
+            "reason": "RateLimited",
+            "attempt": 2,
+            "maxAttempts": 7,
+            "nextAttemptAt": "2026-05-01T12:00:08Z",
+            "message": "429",
+        },
+    }
+    moving = Progress(phase=Phase.DOWNLOADING, percent=5.0)
+    assert progress_merge_patch(moving) == {
+        "phase": "Downloading",
+        "percent": 5.0,
+        "etaSeconds": None,
+        "retry": None,
+    }

@@ -13,6 +13,7 @@ from .observe import (
     job_snapshot,
     pod_result,
     pods_needed,
+    retry_news,
 )
 from .plan import JobRequest, Plan, decide_target, plan
 from .status import READY, RECONCILING, STALLED, TargetState, condition, deleting_status
@@ -40,5 +41,6 @@ __all__ = [
     "pod_result",
     "pods_needed",
     "retire_nodes",
+    "retry_news",
     "tolerates",
 ]

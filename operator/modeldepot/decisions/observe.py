@@ -14,9 +14,16 @@ from typing import Any
 
 from .. import builders
 from ..errors import ERRORS_BY_REASON
-from ..models import LABEL_GENERATION, LABEL_NODE, JobResult, ModelArtifact, parse_termination_message
+from ..models import (
+    LABEL_GENERATION,
+    LABEL_NODE,
+    JobResult,
+    ModelArtifact,
+    RetryStatus,
+    parse_termination_message,
+)
 from ..vocabulary import Phase, Reason
-from .status import current_entry, recorded
+from .status import READY, current_entry, recorded, retry_message
 
 # Kubernetes' words, read from Jobs and pods (not ours to define):
 # pod waiting reasons that mean the fetcher cannot start until the user fixes something
@@ -122,6 +129,27 @@ def pods_needed(artifact: ModelArtifact, jobs: Iterable[JobState]) -> bool:
             if entry is None or entry.phase in (None, Phase.PENDING):
                 return True
     return False
+
+
+def retry_news(status: Mapping[str, Any]) -> bool:
+    """Whether a claim's status (as a watch event brings it) shows a fetcher's retry, or the end of
+    one, that the conditions do not show yet, so that a pass folds it into them. The conditions of
+    a download carry the reason and message of the retry it waits for (`overall`), and `Downloading`
+    otherwise."""
+    progress = status.get("progress") or {}
+    if progress.get("phase") != Phase.DOWNLOADING or status.get("phase") != Phase.DOWNLOADING:
+        return False
+    ready = next((c for c in status.get("conditions") or () if c.get("type") == READY), None)
+    if ready is None:
+        return False
+    retry = progress.get("retry")
+    if not retry:
+        return bool(ready.get("reason") != Reason.DOWNLOADING)
+    try:
+        shown = RetryStatus.model_validate(retry)
+    except ValueError:  # pydantic's ValidationError: not ours to fold in
+        return False
+    return bool(ready.get("reason") != shown.reason or ready.get("message") != retry_message(shown))
 
 
 def pod_result(

@@ -43,6 +43,7 @@ from .status import (
     node_entry,
     overall,
     recorded,
+    retry_message,
 )
 
 
@@ -152,6 +153,8 @@ def decide_target(
         return TargetState(node, Phase.PENDING, Reason.PENDING, "creating the download Job"), True
     entry = current_entry(artifact, node)
     if job.active > 0 and entry is not None and entry.phase not in (None, Phase.PENDING):
+        if entry.phase == Phase.DOWNLOADING and entry.retry is not None:
+            return TargetState(node, Phase.DOWNLOADING, entry.retry.reason, retry_message(entry.retry)), False
         message = entry.summary or "downloading"
         return TargetState(node, Phase.DOWNLOADING, Reason.DOWNLOADING, message), False
     if job.failed > 0:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..formatting import compute_percent, format_bytes, progress_summary
+from ..formatting import SUMMARY_MESSAGE_CHARS, compute_percent, format_bytes, progress_summary, retry_phrase
 from ..models import (
     Condition,
     ConditionStatus,
@@ -19,6 +19,7 @@ from ..models import (
     ModelArtifactStatus,
     NodeStatus,
     Progress,
+    RetryStatus,
 )
 from ..vocabulary import Phase, Reason
 
@@ -43,6 +44,24 @@ class TargetState:
 
 def iso(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def retry_message(retry: RetryStatus) -> str:
+    """A fetcher's retry in a condition message: ``retrying at <RFC 3339> (attempt 2/5): <error>``
+    (a time, not a countdown: the message stays the same while the retry waits)."""
+    return retry_phrase(
+        attempt=retry.attempt,
+        max_attempts=retry.max_attempts,
+        message=retry.message,
+        at=retry.next_attempt_at,
+    )
+
+
+def _seconds_until(at: str, now: datetime) -> float | None:
+    try:
+        return (datetime.fromisoformat(at.replace("Z", "+00:00")) - now).total_seconds()
+    except ValueError:
+        return None
 
 
 def condition(
@@ -116,6 +135,7 @@ def _decided(target: TargetState, current: Progress | None, generation: int) -> 
     fields: dict[str, Any] = {
         "bytes_per_second": None,
         "eta_seconds": None,
+        "retry": None,  # a target that is not downloading waits for no retry of the fetcher's
         "observed_generation": generation,
     }
     if target.phase == Phase.READY:
@@ -192,6 +212,7 @@ class _Sample:
     revision: str | None = None
     updated: str | None = None
     ready: bool = False
+    retry: RetryStatus | None = None
 
 
 def _sample(artifact: ModelArtifact, target: TargetState) -> _Sample:
@@ -219,6 +240,7 @@ def _sample(artifact: ModelArtifact, target: TargetState) -> _Sample:
         eta=entry.eta_seconds if downloading else None,
         revision=entry.resolved_revision,
         updated=updated,
+        retry=entry.retry if downloading and entry.retry is not None else None,
     )
 
 
@@ -229,11 +251,19 @@ def _scale(known: list[int], n: int) -> int | None:
     return sum(known) if len(known) == n else round(sum(known) / len(known) * n)
 
 
+def _fleet_retry(targets: Sequence[TargetState], samples: Sequence[_Sample]) -> RetryStatus | None:
+    """The first node's retry, its message naming the node (the aggregate shows one)."""
+    for t, s in zip(targets, samples, strict=True):
+        if s.retry is not None:
+            return s.retry.model_copy(update={"message": f"{t.node}: {s.retry.message}"})
+    return None
+
+
 def aggregate(
     artifact: ModelArtifact, targets: Sequence[TargetState], phase: Phase, now: datetime
 ) -> Progress:
     """status.progress for nodeLocal storage: the sum over the target nodes (every field named, so
-    it replaces the previous aggregate whole)."""
+    it replaces the previous aggregate whole), and the first node's retry while one waits."""
     samples = [_sample(artifact, t) for t in targets]
     n = len(samples)
     bytes_total = _scale([s.bytes_total for s in samples if s.bytes_total is not None], n)
@@ -244,6 +274,18 @@ def aggregate(
     bps = rate if rate > 0 else None
     revisions = [s.revision for s in samples if s.revision]
     updated = [s.updated for s in samples if s.updated]
+    retry = _fleet_retry(targets, samples)
+    retrying = None
+    if retry is not None:
+        wait = _seconds_until(retry.next_attempt_at, now)
+        retrying = retry_phrase(
+            attempt=retry.attempt,
+            max_attempts=retry.max_attempts,
+            message=retry.message,
+            wait=wait,
+            at=retry.next_attempt_at,
+            clip=SUMMARY_MESSAGE_CHARS,
+        )
     return Progress(
         phase=phase,
         percent=percent,
@@ -262,10 +304,12 @@ def aggregate(
             eta_seconds=eta,
             nodes_ready=sum(1 for s in samples if s.ready),
             nodes_total=n,
+            retrying=retrying,
         ),
         resolved_revision=revisions[0] if revisions else None,
         observed_generation=artifact.generation,
         updated_at=max(updated) if updated else iso(now),
+        retry=retry,
     )
 
 
@@ -318,10 +362,14 @@ def overall(artifact: ModelArtifact, targets: Sequence[TargetState]) -> Verdict:
         return Phase.SUSPENDED, Reason.SUSPENDED, message
     downloading = [t for t in targets if t.phase == Phase.DOWNLOADING]
     if downloading:
+        # a download that waits for a retry lends the conditions its reason and message
+        first = next((t for t in downloading if t.reason not in (None, Reason.DOWNLOADING)), downloading[0])
+        reason = first.reason or Reason.DOWNLOADING
         if node_local:
-            ready = sum(1 for t in targets if t.phase == Phase.READY)
-            return Phase.DOWNLOADING, Reason.DOWNLOADING, f"{ready}/{len(targets)} nodes ready"
-        return Phase.DOWNLOADING, Reason.DOWNLOADING, downloading[0].message or "downloading"
+            ready = f"{sum(1 for t in targets if t.phase == Phase.READY)}/{len(targets)} nodes ready"
+            waiting = f"{where(first)}{first.message}; " if reason != Reason.DOWNLOADING else ""
+            return Phase.DOWNLOADING, reason, f"{waiting}{ready}"
+        return Phase.DOWNLOADING, reason, first.message or "downloading"
     pending = next(t for t in targets if t.phase == Phase.PENDING)
     return Phase.PENDING, pending.reason or Reason.PENDING, f"{where(pending)}{pending.message}"
 

@@ -7,8 +7,10 @@ a client (`hub.py` installs them on huggingface_hub's client factory, the only p
 other callers alone: connect/read timeouts on each request, no request started and no body byte
 accepted after the deadline, at most `MAX_METADATA_BODY` bytes per answer, at most `max_pages`
 listing pages and never one page twice, and no `Retry-After` for huggingface_hub's own retries to
-sleep on. `run_bounded` runs a call in a worker thread under its `Bounds` and gives up at the
-deadline (the backstop for waits the hooks cannot see).
+sleep on. A 429 or 5xx answer ends the call at once (`RetryableAnswer`, which huggingface_hub does
+not retry by itself: `HubClient._call` retries it, visibly, after the answer's `Retry-After`, kept in
+`Bounds.retry_after`). `run_bounded` runs a call in a worker thread under its `Bounds` and gives up
+at the deadline (the backstop for waits the hooks cannot see).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx2
 
 from modeldepot import errors
 from modeldepot.fetcher.remote import clip
+from modeldepot.fetcher.retry import retry_after
 
 T = TypeVar("T")
 
@@ -32,6 +35,15 @@ MAX_METADATA_BODY = 64 << 20
 
 class DeadlineExceeded(Exception):
     """The metadata call ran past its deadline (not an httpx2 error: huggingface_hub must not retry it)."""
+
+
+class RetryableAnswer(Exception):
+    """A 429 or 5xx answer to a metadata request (not an httpx2 error either: huggingface_hub's own
+    retries of a listing page would wait unseen; the caller retries the call and says so)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 @dataclass
@@ -45,6 +57,8 @@ class Bounds:
     max_pages: int
     pages: int = 0
     page_urls: set[str] = field(default_factory=set)
+    retry_after: float | None = None
+    """The `Retry-After` seconds of the 429 or 5xx answer that ended the call (`RetryableAnswer`)."""
 
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
@@ -98,6 +112,9 @@ def _on_response(response: httpx2.Response) -> None:
     bounds = _bounds()
     if bounds is None:
         return
+    if response.status_code == 429 or response.status_code >= 500:
+        bounds.retry_after = retry_after(response.headers)
+        raise RetryableAnswer(response.status_code)
     # huggingface_hub's own retries would sleep as long as these say (a hostile server: forever).
     for name in ("retry-after", "ratelimit", "ratelimit-policy"):
         if name in response.headers:

@@ -9,7 +9,8 @@ The endpoint is named by a tenant, so everything it answers is untrusted input (
 `bounds` bounds every metadata call (connect and read timeouts on each request, a deadline over
 the whole call, `metadata_timeout`, retries included; at most `max_pages` listing pages and no
 page URL twice, at most `bounds.MAX_METADATA_BODY` bytes per answer); `max_entries` is counted
-here. huggingface_hub sends its requests through one shared `httpx2.Client` built by a factory;
+here. Each retry is told to the caller's listener (`retry.RetryNotice`) before its wait, so the
+status shows it. huggingface_hub sends its requests through one shared `httpx2.Client` built by a factory;
 `_install_session_hooks` wraps that factory with `bounds.with_bounds_hooks`, whose hooks apply
 these bounds to requests made inside `HubClient._call` and leave other callers alone.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -52,8 +52,16 @@ from huggingface_hub.utils._http import default_client_factory
 
 from modeldepot import __version__, errors
 from modeldepot.fetcher import remote
-from modeldepot.fetcher.bounds import Bounds, DeadlineExceeded, run_bounded, with_bounds_hooks
+from modeldepot.fetcher.bounds import (
+    Bounds,
+    DeadlineExceeded,
+    RetryableAnswer,
+    run_bounded,
+    with_bounds_hooks,
+)
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot, clip
+from modeldepot.fetcher.retry import RetryListener, RetryNotice, RetryPolicy
+from modeldepot.vocabulary import Reason
 
 if TYPE_CHECKING:
     from modeldepot.settings import FetchSettings
@@ -63,6 +71,11 @@ __all__ = ["HubClient", "RemoteFile", "RepoSnapshot", "resolve_token", "translat
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def _no_listener(notice: RetryNotice | None) -> None:
+    return None
+
 
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
@@ -158,15 +171,23 @@ def translate_errors(repo_id: str, revision: str, *, has_token: bool) -> Iterato
         raise errors.RevisionNotFoundError(f"revision {revision!r} not found in {repo_id}") from None
     except EntryNotFoundError as exc:
         raise errors.EntryNotFoundError(f"entry not found in {repo_id}@{revision}: {exc}") from None
+    except RetryableAnswer as exc:
+        why = Reason.RATE_LIMITED if exc.status == 429 else Reason.SERVER_ERROR
+        message = f"the Hub answered HTTP {exc.status} for {repo_id}"
+        raise errors.HubUnavailableError(message, retry_reason=why) from None
     except HfHubHTTPError as exc:
         status = _status(exc)
         if status in (401, 403):
             raise errors.UnauthorizedError(f"the Hub refused access to {repo_id} (HTTP {status})") from None
         if status is not None and (status >= 500 or status == 429):
-            raise errors.HubUnavailableError(f"the Hub answered HTTP {status} for {repo_id}") from None
+            why = Reason.RATE_LIMITED if status == 429 else Reason.SERVER_ERROR
+            message = f"the Hub answered HTTP {status} for {repo_id}"
+            raise errors.HubUnavailableError(message, retry_reason=why) from None
         if status == 404:
             raise errors.RepoNotFoundError(f"{repo_id}@{revision} not found (HTTP 404)") from None
-        raise errors.HubUnavailableError(f"unexpected Hub error for {repo_id}: HTTP {status}") from None
+        raise errors.HubUnavailableError(
+            f"unexpected Hub error for {repo_id}: HTTP {status}", retry_reason=Reason.HUB_UNAVAILABLE
+        ) from None
     except OfflineModeIsEnabled:
         raise errors.InvalidSpecError("HF_HUB_OFFLINE is set; the fetcher needs the Hub") from None
     except (httpx2.TransportError, ConnectionError, TimeoutError) as exc:
@@ -174,7 +195,8 @@ def translate_errors(repo_id: str, revision: str, *, has_token: bool) -> Iterato
     except (ValueError, UnicodeError) as exc:
         # e.g. a body that is not JSON (a proxy's error page); JSONDecodeError is a ValueError
         raise errors.HubUnavailableError(
-            f"unreadable answer from the Hub for {repo_id}: {type(exc).__name__}: {clip(str(exc))}"
+            f"unreadable answer from the Hub for {repo_id}: {type(exc).__name__}: {clip(str(exc))}",
+            retry_reason=Reason.HUB_UNAVAILABLE,
         ) from None
     except (KeyError, TypeError, AttributeError) as exc:
         raise errors.InvalidSpecError(
@@ -249,43 +271,61 @@ class HubClient:
         headers["accept-encoding"] = "identity"
         return headers
 
-    def _call(self, repo_id: str, revision: str, fn: Callable[[], T]) -> T:
-        """Run one metadata call with retries, all within `metadata_timeout`."""
+    def _call(self, repo_id: str, revision: str, fn: Callable[[], T], on_retry: RetryListener) -> T:
+        """Run one metadata call with retries, all within `metadata_timeout`.
+
+        A 429 or 5xx's `Retry-After` sets the wait (capped by `backoff_max`); `on_retry` hears of
+        each retry before its wait and (None) of the success that follows retries.
+        """
         deadline = time.monotonic() + self._metadata_timeout
         has_token = self.has_token
+        policy = RetryPolicy(self._max_retries, self._backoff_base, self._backoff_max)
         attempt = 0
         while True:
+            bounds = Bounds(self._connect_timeout, self._read_timeout, deadline, self._max_pages)
             try:
                 with translate_errors(repo_id, revision, has_token=has_token):
-                    return self._bounded(fn, deadline)
+                    result = self._bounded(fn, bounds)
             except errors.HubUnavailableError as exc:
                 left = deadline - time.monotonic()
                 if attempt >= self._max_retries or left <= 0:
                     raise
-                delay = min(self._backoff_max, self._backoff_base * 2**attempt) * (0.5 + random.random() / 2)
-                log.warning("%s; retrying in %.1fs", exc, min(delay, left))
-                self._sleep(min(delay, left))
+                delay = min(policy.delay(attempt, bounds.retry_after), left)
                 attempt += 1
+                log.warning("%s; retry %d in %.1fs", exc, attempt, delay)
+                on_retry(RetryNotice(exc.retry_reason, attempt + 1, policy.max_attempts, delay, exc.message))
+                self._sleep(delay)
+                continue
+            if attempt:
+                on_retry(None)
+            return result
 
-    def _bounded(self, fn: Callable[[], T], deadline: float) -> T:
-        """`fn()` under `bounds.Bounds` (`bounds.run_bounded`); HubUnavailable if not done by `deadline`."""
+    def _bounded(self, fn: Callable[[], T], bounds: Bounds) -> T:
+        """`fn()` under `bounds` (`bounds.run_bounded`); HubUnavailable if not done by its deadline."""
         try:
-            return run_bounded(
-                fn, Bounds(self._connect_timeout, self._read_timeout, deadline, self._max_pages)
-            )
+            return run_bounded(fn, bounds)
         except DeadlineExceeded:
             raise errors.HubUnavailableError(
                 f"the Hub did not answer within {self._metadata_timeout:g}s"
-                f" (metadata_timeout; {self.endpoint or 'default endpoint'})"
+                f" (metadata_timeout; {self.endpoint or 'default endpoint'})",
+                retry_reason=Reason.HUB_UNAVAILABLE,
             ) from None
 
-    def resolve(self, repo_id: str, *, revision: str = "main", repo_type: str = "model") -> str:
+    def resolve(
+        self,
+        repo_id: str,
+        *,
+        revision: str = "main",
+        repo_type: str = "model",
+        on_retry: RetryListener = _no_listener,
+    ) -> str:
         """The commit sha that `revision` (branch, tag or commit) points to (validated, lower-case)."""
         remote.check_repo_type(repo_type)
         info = self._call(
             repo_id,
             revision,
             lambda: self._api.repo_info(repo_id, revision=revision, repo_type=repo_type, token=self._token()),
+            on_retry,
         )
         return remote.check_resolved(info.sha, repo_id, revision)
 
@@ -312,10 +352,12 @@ class HubClient:
         repo_type: str = "model",
         include: list[str] | None = None,
         exclude: list[str] | None = None,
+        on_retry: RetryListener = _no_listener,
     ) -> RepoSnapshot:
-        """Resolve `revision` and list the selected files at that commit."""
-        commit = self.resolve(repo_id, revision=revision, repo_type=repo_type)
-        tree = self._call(repo_id, revision, lambda: self._list_files(repo_id, commit, repo_type))
+        """Resolve `revision` and list the selected files at that commit; `on_retry` hears of each
+        retry of either call (`retry.RetryNotice`) and of the success after one (None)."""
+        commit = self.resolve(repo_id, revision=revision, repo_type=repo_type, on_retry=on_retry)
+        tree = self._call(repo_id, revision, lambda: self._list_files(repo_id, commit, repo_type), on_retry)
         selected: list[RepoFile] = list(
             filter_repo_objects(
                 tree,

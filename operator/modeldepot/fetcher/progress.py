@@ -1,23 +1,30 @@
 """Progress accounting and rate-limited reporting for the fetcher.
 
-`ProgressTracker` counts bytes/files from any thread and derives a smoothed rate and ETA.
+`ProgressTracker` counts bytes/files from any thread and derives a smoothed rate and ETA; it also
+holds the retry the download waits for, if any (`note_retry`: the Hub client and the transfer's
+`RetryPolicy` report each retry; `retry` in the snapshot until it succeeds).
 `RateLimitedReporter` hands `ProgressTracker.snapshot()` dicts (the `status.progress` /
 `status.nodes[]` entry shape of docs/internals.md plus `summary`) to a `ProgressSink` at most every
-`interval` seconds from a background thread, and once more at the end. `ConsoleSink` renders the
-same dicts as a terminal bar (TTY) or plain lines.
+`interval` seconds from a background thread, at once when a retry starts or ends, and once more at
+the end. `ConsoleSink` renders the same dicts as a terminal bar (TTY) or plain lines.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import math
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from modeldepot.fetcher.job import MAX_MESSAGE
 from modeldepot.fetcher.manifest import utc_now_rfc3339
-from modeldepot.formatting import progress_summary
+from modeldepot.fetcher.retry import RetryNotice
+from modeldepot.formatting import SUMMARY_MESSAGE_CHARS, progress_summary, retry_phrase
 from modeldepot.vocabulary import Phase
 
 log = logging.getLogger(__name__)
@@ -31,9 +38,21 @@ class ProgressSink(Protocol):
     def __call__(self, progress: Progress, /) -> None: ...
 
 
-def summarize(p: Progress) -> str:
-    """The Progress printer column, e.g. `42% of 91.6 MB, 12.1 MB/s, ETA 4s` (`formatting.progress_summary`)."""
+def summarize(p: Progress, *, retry_in: float | None = None) -> str:
+    """The Progress printer column, e.g. `42% of 91.6 MB, 12.1 MB/s, ETA 4s` (`formatting.progress_summary`);
+    with a `retry` waiting `retry_in` more seconds, `..., retrying in 8s (attempt 2/5): <message>`."""
     planned = p["filesTotal"] > 0
+    retry = p.get("retry")
+    retrying = None
+    if retry is not None:
+        retrying = retry_phrase(
+            attempt=retry["attempt"],
+            max_attempts=retry["maxAttempts"],
+            message=retry["message"],
+            wait=retry_in,
+            at=retry["nextAttemptAt"],
+            clip=SUMMARY_MESSAGE_CHARS,
+        )
     return progress_summary(
         phase=p["phase"],
         percent=p["percent"] if planned else None,
@@ -41,7 +60,25 @@ def summarize(p: Progress) -> str:
         bytes_total=p["bytesTotal"] if planned else None,
         bytes_per_second=p.get("bytesPerSecond"),
         eta_seconds=p.get("etaSeconds"),
+        retrying=retrying,
     )
+
+
+def _rfc3339_in(seconds: float) -> str:
+    """The UTC time `seconds` from now, RFC 3339 to the second (`2026-05-01T12:00:08Z`)."""
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=round(seconds))
+    return at.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A retry the download waits for: the notice, when the next attempt starts (`until`, on the
+    tracker's clock; `next_at`, RFC 3339) and the rate when the wait began (for the ETA)."""
+
+    notice: RetryNotice
+    until: float
+    next_at: str
+    rate: float
 
 
 class ProgressTracker:
@@ -76,6 +113,42 @@ class ProgressTracker:
         self._rate_known = False
         self._last_t = clock()
         self._last_transferred = 0
+        self._waiting: _Waiting | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """`listener()` is called (on the thread that noticed) when a retry starts or ends."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _tell(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def note_retry(self, notice: RetryNotice | None) -> None:
+        """A retry begins its wait (`notice`), or the retried call succeeded (None).
+
+        The snapshot shows the latest retry while the download runs, until it succeeds: None (a Hub
+        call), or transferred bytes arriving after its wait (a download: bytes flow again). The
+        listeners hear of both at once.
+        """
+        with self._lock:
+            if notice is None:
+                if self._waiting is None:
+                    return
+                self._waiting = None
+            else:
+                rate = self._rate if self._rate_known else 0.0
+                until = self._clock() + notice.delay
+                self._waiting = _Waiting(notice, until, _rfc3339_in(notice.delay), rate)
+        self._tell()
 
     def plan(self, *, bytes_total: int, files_total: int) -> None:
         with self._lock:
@@ -83,10 +156,16 @@ class ProgressTracker:
             self.files_total = files_total
 
     def add_bytes(self, n: int, *, transferred: bool = True) -> None:
+        recovered = False
         with self._lock:
             self.bytes_done += n
             if transferred:
                 self._transferred += n
+                waiting = self._waiting
+                if waiting is not None and n > 0 and self._clock() >= waiting.until:
+                    self._waiting, recovered = None, True
+        if recovered:
+            self._tell()
 
     def file_done(self) -> None:
         with self._lock:
@@ -118,6 +197,7 @@ class ProgressTracker:
             else:
                 percent = 0.0
             rate = max(0, round(self._rate))
+            downloading = self.phase == Phase.DOWNLOADING
             p: Progress = {
                 "phase": self.phase,
                 "percent": percent,
@@ -125,9 +205,15 @@ class ProgressTracker:
                 "bytesTotal": total,
                 "filesDone": self.files_done,
                 "filesTotal": self.files_total,
-                "bytesPerSecond": rate if self.phase == Phase.DOWNLOADING else 0,
+                "bytesPerSecond": rate if downloading else 0,
             }
-            if self.phase == Phase.DOWNLOADING and rate > 0:
+            waiting = self._waiting if downloading else None
+            retry_in = None if waiting is None else max(0.0, waiting.until - self._clock())
+            if waiting is not None and retry_in is not None:
+                p["retry"] = self._retry_fields(waiting)
+                if (eta := self._eta_after_wait(waiting, retry_in, rate)) is not None:
+                    p["etaSeconds"] = eta
+            elif downloading and rate > 0:
                 p["etaSeconds"] = max(0, total - done) // rate
             elif self.phase == Phase.READY:
                 p["etaSeconds"] = 0
@@ -137,16 +223,39 @@ class ProgressTracker:
                 p["observedGeneration"] = self.observed_generation
             p["updatedAt"] = utc_now_rfc3339()
             p.update(self.extra)
-        p["summary"] = summarize(p)
+        p["summary"] = summarize(p, retry_in=retry_in)
         return p
+
+    @staticmethod
+    def _retry_fields(waiting: _Waiting) -> dict[str, Any]:
+        n = waiting.notice
+        return {
+            "reason": n.reason,
+            "attempt": n.attempt,
+            "maxAttempts": n.max_attempts,
+            "nextAttemptAt": waiting.next_at,
+            "message": n.message[:MAX_MESSAGE],
+        }
+
+    def _eta_after_wait(self, waiting: _Waiting, retry_in: float, rate: int) -> int | None:
+        """The ETA of a download that waits: the wait plus the rest at the rate it had (None until
+        the files and a rate are known)."""
+        speed = max(rate, waiting.rate)
+        if self.files_total == 0 or speed <= 0:
+            return None
+        return math.ceil(retry_in) + max(0, self.bytes_total - self.bytes_done) // round(speed)
 
 
 class RateLimitedReporter:
     """Calls `sink(tracker.snapshot())` at most every `interval` s from a daemon thread, and in `close`.
 
+    A retry that starts or ends (the tracker's listeners) is reported at once, not at the next
+    tick: a burst of them (several streams failing together) within `_SETTLE` s makes one report.
     Use as a context manager or call `start()` / `close()`. `report_now()` forces a report (still
     respecting the interval unless `force=True`).
     """
+
+    _SETTLE = 0.05
 
     def __init__(
         self,
@@ -161,19 +270,27 @@ class RateLimitedReporter:
         self._interval = interval
         self._clock = clock
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._lock = threading.Lock()
         self._last: float | None = None
         self._thread: threading.Thread | None = None
         self.calls = 0
 
     def start(self) -> RateLimitedReporter:
+        self._tracker.add_listener(self._wake.set)
         self._thread = threading.Thread(target=self._loop, name="progress-reporter", daemon=True)
         self._thread.start()
         return self
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval / 4):
-            self.report_now()
+        while True:
+            urgent = self._wake.wait(self._interval / 4)
+            if urgent:
+                self._stop.wait(self._SETTLE)
+                self._wake.clear()
+            if self._stop.is_set():
+                return  # close() sends the final report
+            self.report_now(force=urgent)
 
     def report_now(self, *, force: bool = False) -> bool:
         """Report if the interval has passed since the last report (or `force`); True if reported."""
@@ -192,7 +309,9 @@ class RateLimitedReporter:
 
     def close(self, *, final: bool = True) -> None:
         """Stop the thread and send the final report."""
+        self._tracker.remove_listener(self._wake.set)
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         if final:

@@ -1,21 +1,44 @@
 """When a download attempt is tried again: the backoff policy and what an HTTP answer means.
 
 An attempt ends in one of three ways besides success: `Transient` (a retryable failure: 429, 5xx,
-a broken or stalled connection; it carries the error to raise when the retries run out and the
-server's `Retry-After`), `Restart` (the server did not honour our Range: the file starts over),
-`RangeRefused` (a ranged request of a multi-stream download was not answered with exactly that
-range: the file falls back to one stream), or a permanent `modeldepot.errors` error (`status_error`
-maps the status and the Hub's `X-Error-Code`). `RetryPolicy` says how long to wait before the next
-attempt; `Attempts` counts the attempts of one range of a file. Pure.
+a broken or stalled connection; it carries the error to raise when the retries run out, the
+server's `Retry-After` and the `reason` the status shows while waiting), `Restart` (the server did
+not honour our Range: the file starts over), `RangeRefused` (a ranged request of a multi-stream
+download was not answered with exactly that range: the file falls back to one stream), or a
+permanent `modeldepot.errors` error (`status_error` maps the status and the Hub's `X-Error-Code`).
+`RetryPolicy` says how long to wait before the next attempt and whom to tell (`on_retry`, with a
+`RetryNotice`: the progress tracker, so the wait shows in status at once); `Attempts` counts the
+attempts of one range of a file. Pure but for that callback.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from modeldepot import errors
+from modeldepot.vocabulary import Reason
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """A retry about to wait: why, which attempt comes next (2 is the first retry) of how many, how
+    long the wait is and the error's message. What the status shows until the retry succeeds."""
+
+    reason: Reason
+    attempt: int
+    max_attempts: int
+    delay: float
+    message: str
+
+
+RetryListener = Callable[[RetryNotice | None], None]
+"""Told of each retry before its wait, and (None) when a retried call succeeded."""
+
+
+def _ignore(notice: RetryNotice | None) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -23,6 +46,13 @@ class RetryPolicy:
     max_retries: int = 6
     backoff_base: float = 0.5
     backoff_max: float = 20.0
+    on_retry: RetryListener = field(default=_ignore, compare=False)
+    """Told of every retry `Attempts.failed` decides on (never with None: a download's recovery
+    shows as bytes arriving again, see `progress.ProgressTracker.note_retry`)."""
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
@@ -31,16 +61,34 @@ class RetryPolicy:
 
 
 class Transient(Exception):
-    """A retryable failure of one attempt; `error` is what to raise when retries run out."""
+    """A retryable failure of one attempt; `error` is what to raise when retries run out.
+
+    `reason` is what the status shows while the retry waits: given, else `SlowTransfer` for a
+    stall, the error's `retry_reason` for a `HubUnavailableError` (`HubUnreachable` when no
+    connection could be made), else the error's own reason (`DownloadFailed`: a broken transfer).
+    """
 
     def __init__(
-        self, error: errors.ModelDepotError, retry_after: float | None = None, *, stalled: bool = False
+        self,
+        error: errors.ModelDepotError,
+        retry_after: float | None = None,
+        *,
+        stalled: bool = False,
+        reason: Reason | None = None,
     ) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
         self.stalled = stalled
         """Cut for being below the throughput floor: counts against the retries even if bytes came."""
+        if reason is None:
+            if stalled:
+                reason = Reason.SLOW_TRANSFER
+            elif isinstance(error, errors.HubUnavailableError):
+                reason = error.retry_reason
+            else:
+                reason = error.reason
+        self.reason = reason
 
 
 class Restart(Exception):
@@ -66,6 +114,7 @@ class Attempts:
     def failed(self, exc: Transient, progressed: int, remaining: int) -> float:
         """The delay before the next attempt after `exc`; raises `exc.error` when out of attempts.
 
+        The policy's `on_retry` hears of the retry before the caller waits.
         `progressed`: bytes this attempt brought; `remaining`: bytes it still had to bring when it began.
         """
         if not exc.stalled and progressed >= min(self._floor, remaining):
@@ -74,6 +123,8 @@ class Attempts:
             raise exc.error from None
         delay = self._policy.delay(self.count, exc.retry_after)
         self.count += 1
+        notice = RetryNotice(exc.reason, self.count + 1, self._policy.max_attempts, delay, exc.error.message)
+        self._policy.on_retry(notice)
         return delay
 
 
@@ -94,7 +145,9 @@ def status_error(path: str, status: int, headers: Mapping[str, str]) -> Exceptio
     code = headers.get("x-error-code", "")
     where = f"{path} (HTTP {status})"
     if status == 429 or status >= 500:
-        return Transient(errors.HubUnavailableError(f"the Hub failed to serve {where}"), retry_after(headers))
+        why = Reason.RATE_LIMITED if status == 429 else Reason.SERVER_ERROR
+        error = errors.HubUnavailableError(f"the Hub failed to serve {where}", retry_reason=why)
+        return Transient(error, retry_after(headers))
     if status in (401, 403) or code == "GatedRepo":
         return errors.UnauthorizedError(f"the Hub refused access to {where}")
     if code == "RepoNotFound":

@@ -68,7 +68,8 @@ class Staged:
 def resolve_snapshot(
     hub: HubClient, request: FetchRequest, tracker: ProgressTracker, cancel: threading.Event
 ) -> RepoSnapshot:
-    """The commit and the selected files; progress learns the totals. Interrupted if stopped meanwhile."""
+    """The commit and the selected files; progress learns the totals and each retry of the Hub's
+    metadata calls. Interrupted if stopped meanwhile."""
     tracker.phase = Phase.DOWNLOADING  # summary: "Resolving files" until the plan is known
     snap = hub.snapshot(
         request.repo_id,
@@ -76,6 +77,7 @@ def resolve_snapshot(
         repo_type=request.repo_type,
         include=request.include,
         exclude=request.exclude,
+        on_retry=tracker.note_retry,
     )
     tracker.resolved_revision = snap.commit
     tracker.plan(bytes_total=snap.total_bytes, files_total=len(snap.files))
@@ -256,7 +258,8 @@ def transfer_missing(
     tracker: ProgressTracker,
     cancel: threading.Event,
 ) -> int:
-    """Download and verify `staged.items` into staging, recording each; the bytes downloaded."""
+    """Download and verify `staged.items` into staging, recording each; the bytes downloaded.
+    Progress learns of every retry before its wait."""
     if not staged.items:
         return 0
 
@@ -273,7 +276,9 @@ def transfer_missing(
         streams=settings.streams,
         streams_min_size=settings.streams_min_size,
         part_size=settings.part_size,
-        retry=RetryPolicy(settings.max_retries, settings.backoff_base, settings.backoff_max),
+        retry=RetryPolicy(
+            settings.max_retries, settings.backoff_base, settings.backoff_max, on_retry=tracker.note_retry
+        ),
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         cancel=cancel,
