@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from support import Artifacts, OperatorHandle, pvc_spec, unique_repo
+from support import Artifacts, OperatorHandle, node_entries, pvc_spec, unique_repo
 
 PATIENT_FETCHERS = {
     "MODELDEPOT_REPORT_INTERVAL": "0.5",
@@ -23,7 +23,7 @@ PATIENT_FETCHERS = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def patient_fetchers(operator: OperatorHandle) -> Iterator[None]:
     """The operator restarted so that the fetchers it launches wait as long as the Hub asks."""
     before = operator.env["MODELDEPOT_FETCHER_ENV"]
@@ -106,3 +106,37 @@ def test_a_refusing_hub_shows_the_retry_in_status_until_it_recovers(
     assert conditions(final)["Ready"]["status"] == "True"
     # one pod did it all: the waits were the fetcher's own, not the Job's backoff
     assert len(artifacts.pods()) == 1
+
+
+def test_a_node_that_waits_lends_the_aggregate_and_conditions_its_retry(
+    hub: Any, artifacts: Artifacts, patient_fetchers: None
+) -> None:
+    repo = unique_repo()
+    hub.add_repo_from_files(repo, {"model.safetensors": (1_000_000, 6)})
+    hub.fail_next(f"/api/models/{repo}/revision/*", 1, status=429, retry_after=4)  # one node's resolve
+    spec = {
+        "source": {"huggingFace": {"repo": repo, "endpoint": hub.url}},
+        "storage": {"nodeLocal": {"nodeSelector": {"gpu": "true"}}},
+    }
+    artifacts.apply("fleet", spec)
+    seen = watch_until_ready(artifacts, "fleet")
+    shown = [s for s in seen if (s.get("progress") or {}).get("retry")]
+    assert shown, f"the wait never reached the aggregate: {json.dumps(seen, indent=1)[:4000]}"
+    retry = shown[0]["progress"]["retry"]
+    node = retry["message"].split(":", 1)[0]
+    assert node in {"md-node-a", "md-node-c"}
+    assert retry["message"] == f"{node}: the Hub answered HTTP 429 for {repo}"
+    assert retry["reason"] == "RateLimited" and retry["attempt"] == 2
+    entry = node_entries(shown[0])[node]
+    assert entry["retry"]["message"] == f"the Hub answered HTTP 429 for {repo}"
+    assert "retrying in" in shown[0]["progress"]["summary"]
+    folded = [s for s in shown if conditions(s).get("Ready", {}).get("reason") == "RateLimited"]
+    assert folded, f"no condition carried RateLimited: {json.dumps(shown, indent=1)[:3000]}"
+    assert conditions(folded[0])["Ready"]["message"].startswith(
+        f"{node}: retrying at {retry['nextAttemptAt']}"
+    )
+
+    final = seen[-1]
+    assert "retry" not in final["progress"]
+    assert all("retry" not in e for e in node_entries(final).values())  # each apply dropped it
+    assert conditions(final)["Ready"]["reason"] == "Verified"
