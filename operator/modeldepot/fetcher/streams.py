@@ -6,9 +6,9 @@ transfer's stream pool, each with its own connection) take them in file order: `
 the body written at its offset with `pwrite` on the file's one descriptor, each write recorded in
 the file's `Coverage`. The calling thread follows them: it hands each newly contiguous prefix to the
 hasher (which reads it back from the page cache, in order; parts taken in order keep it close
-behind; while one stream runs, it hands its bytes over in memory instead) and saves the coverage in the file's sidecar about every second, after an fdatasync when
-`fsync` is on, so the sidecar never names a byte that is not durable; a resumed file resumes every
-part.
+behind; while one stream runs, it hands its bytes over in memory instead) and saves the coverage in
+the file's sidecar about every second (with `fsync`, write-back started first; the last save, also
+on a stop, after an fdatasync), so a resumed file resumes every part.
 
 Ranges are trusted only when honoured exactly. The first part is a probe, alone: the other streams
 start once it came back 206 with exactly `Content-Range: bytes a-b/<listed size>` (and a matching
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import httpx
 
 from modeldepot import errors
-from modeldepot.fetcher.hashing import InlineHasher
+from modeldepot.fetcher.hashing import InlineHasher, start_writeback
 from modeldepot.fetcher.ranges import Coverage, Part, parts, save_coverage
 from modeldepot.fetcher.receive import Receiver, pwrite_all, read_size, transport_error
 from modeldepot.fetcher.remote import clip
@@ -190,7 +190,7 @@ class MultiStream:
             for fut in futures:
                 fut.cancel()
             cf.wait(futures)
-            self._save()
+            self._save(durable=True)
         errs = [f.exception() for f in futures if not f.cancelled()]
         if cause := next((e for e in errs if not isinstance(e, _NOT_A_CAUSE)), None):
             raise cause
@@ -233,12 +233,19 @@ class MultiStream:
     def _stopped(self) -> bool:
         return self._stopping() or self._stop.is_set()
 
-    def _save(self) -> None:
-        """Record what is written (durably first, with fsync) in the sidecar."""
+    def _save(self, *, durable: bool = False) -> None:
+        """Record what is written in the sidecar; with fsync on, write-back is started first, and
+        with `durable` (the last save, also on a stop) waited for, so the record names only bytes on
+        disk. (An fdatasync every second measured ~0.3 s more per GiB on loopback; if a node crash
+        loses bytes the record names, the file fails its hash and is fetched once more from zero.)
+        """
         with self._lock:
             snapshot = Coverage(self._coverage.size, self._coverage.ranges())
         if self._plan.fsync:
-            os.fdatasync(self._fd)
+            if durable:
+                os.fdatasync(self._fd)
+            else:
+                start_writeback(self._fd, 0, self._coverage.size)
         save_coverage(self._item, self._item.dest.base, snapshot)
 
     # -- the streams ----------------------------------------------------------------------------
@@ -333,14 +340,17 @@ class MultiStream:
         pwrite_all(self._fd, pieces, part.offset, self._item)
         with self._lock:
             self._coverage.add(part.offset, part.offset + n)
-            if part.offset <= self._coverage.prefix():
-                self._lock.notify_all()
             alone = self._ramp.limit == 1
+        handed = False
         if alone:
             with self._feed:
-                if part.offset == self._hasher.queued:
+                if handed := part.offset == self._hasher.queued:
                     # One stream, writing where the hashes are: hand the bytes over as one stream
                     # does (reading them back costs a copy); the hasher's queue bounds the memory.
                     self._hasher.put(pieces)
+        if not handed:
+            with self._lock:
+                if part.offset <= self._coverage.prefix():
+                    self._lock.notify_all()  # the follower hands the new prefix to the hasher
         part.offset += n
         self._on_bytes(n)
