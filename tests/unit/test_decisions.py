@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fakecluster import merge_patch
 
 from modeldepot import builders
 from modeldepot.decisions import JobState, Plan, matching_nodes, node_matches, plan, pod_result, retire_nodes
@@ -35,15 +36,9 @@ def body(*, node_local: bool = False, generation: int = 2, **spec: Any) -> dict[
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7386 JSON merge patch, as the API server applies it to status."""
+    """RFC 7386 JSON merge patch, as the API server applies it to status (on a copy)."""
     out = copy.deepcopy(target)
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
+    merge_patch(out, patch)
     return out
 
 

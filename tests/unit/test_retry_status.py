@@ -8,6 +8,8 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from fakecluster import merge_patch
+
 from modeldepot import builders
 from modeldepot.decisions import JobState, Plan, plan, retry_news
 from modeldepot.models import ModelArtifact
@@ -59,15 +61,9 @@ def run(b: dict[str, Any], jobs: list[JobState], nodes: list[str] | None = None)
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7386 JSON merge patch, as the API server applies it to status."""
+    """RFC 7386 JSON merge patch, as the API server applies it to status (on a copy)."""
     out = copy.deepcopy(target)
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
+    merge_patch(out, patch)
     return out
 
 
