@@ -6,7 +6,8 @@ cluster. Objects cross it as plain dicts in API form (camelCase); reads return N
 creates return False when the object already existed. The status is written two ways
 (docs/internals.md, Writing the status): `patch_artifact_status` merges everything but
 `status.nodes`, whose entries (`models.NodeStatus`) each node's field manager applies
-(`apply_node_status`) or removes (`forget_node_status`)."""
+(`apply_node_status`) or removes (`forget_node_status`); which nodes of a node-local artifact hold
+a verified copy is kept in a ConfigMap (`get_node_records`, `write_node_records`)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,7 @@ class ClusterApi(Protocol):
     def apply_secret(self, manifest: Mapping[str, Any]) -> None: ...
 
     def delete_fetcher_objects(self, namespace: str, name: str) -> None: ...
+
+    def get_node_records(self, namespace: str, name: str) -> dict[str, str] | None: ...
+
+    def write_node_records(self, manifest: Mapping[str, Any]) -> None: ...

@@ -60,6 +60,9 @@ def _cleanup_targets(
             return [], [(Reason.STORAGE_GONE, message)]
         return [None], warnings
     known = {entry.name for entry in artifact.status.nodes}
+    # the nodes that hold a verified copy are recorded outside the artifact (decisions.NodeRecords)
+    records = api.get_node_records(settings.operator_namespace, builders.fetcher_identity_name(artifact))
+    known.update(decisions.NodeRecords.from_data(artifact.metadata.uid, records).nodes)
     known.update(
         (job["metadata"].get("annotations") or {}).get(builders.ANNOTATION_NODE, "")
         for job in api.list_jobs(
@@ -164,7 +167,8 @@ def finalize_step(
 def _finalized(
     api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings, warnings: list[EventWarning]
 ) -> FinalizeStep:
-    """The last step: what lives in the operator's namespace has no ownerReference to collect it."""
+    """The last step: what lives in the operator's namespace (identity, token copy, node records)
+    has no ownerReference to collect it."""
     if artifact.is_node_local:
         api.delete_fetcher_objects(settings.operator_namespace, builders.fetcher_identity_name(artifact))
     return FinalizeStep(True, warnings=tuple(warnings))

@@ -24,6 +24,7 @@ from .models import GROUP, PLURAL, VERSION, NodeStatus, node_apply, node_field_m
 
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the client sends the dict as JSON
+RECORDS_FIELD_MANAGER = "modeldepot-operator"
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -251,8 +252,37 @@ def apply_secret(manifest: Mapping[str, Any]) -> None:
 
 @_api_errors
 def delete_fetcher_objects(namespace: str, name: str) -> None:
-    """Delete an artifact's ServiceAccount and token copy that live in the operator's namespace
-    (ownerReferences cannot cross namespaces, so the garbage collector does not remove them)."""
+    """Delete an artifact's ServiceAccount, token copy and node records that live in the operator's
+    namespace (ownerReferences cannot cross namespaces, so the garbage collector does not remove
+    them)."""
     core = client.CoreV1Api(api_client())
     _none_on_404(lambda: core.delete_namespaced_service_account(name, namespace))
     _none_on_404(lambda: core.delete_namespaced_secret(name, namespace))
+    _none_on_404(lambda: core.delete_namespaced_config_map(name, namespace))
+
+
+# ------------------------------------------------------------------------------------ node records
+
+
+@_api_errors
+def get_node_records(namespace: str, name: str) -> dict[str, str] | None:
+    """The data of a node-local artifact's node records ConfigMap; None when it does not exist."""
+    core = client.CoreV1Api(api_client())
+    found = _none_on_404(lambda: core.read_namespaced_config_map(name, namespace))
+    return dict(found.data or {}) if found is not None else None
+
+
+@_api_errors
+def write_node_records(manifest: Mapping[str, Any]) -> None:
+    """Create or replace a node records ConfigMap: one server-side apply by the operator's own field
+    manager (its only writer), so a pass needs no read-modify-write."""
+    core = client.CoreV1Api(api_client())
+    meta = manifest["metadata"]
+    core.patch_namespaced_config_map(
+        meta["name"],
+        meta["namespace"],
+        dict(manifest),
+        field_manager=RECORDS_FIELD_MANAGER,
+        force=True,
+        _content_type=APPLY_PATCH,
+    )

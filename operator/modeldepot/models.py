@@ -229,6 +229,23 @@ class NodeStatus(Progress):
     message: str | None = None
 
 
+class FleetStatus(_Model):
+    """``status.fleet`` (nodeLocal): how many target nodes are in each phase, and how many of the
+    nodes that need attention `status.nodes` lists (the rest are only counted here). Which nodes
+    hold a verified copy is recorded outside the artifact (`records`, docs/internals.md)."""
+
+    matched: int | None = None
+    ready: int | None = None
+    downloading: int | None = None
+    pending: int | None = None
+    queued: int | None = None
+    failed: int | None = None
+    suspended: int | None = None
+    listed: int | None = None
+    unlisted: int | None = None
+    records: str | None = None
+
+
 class ModelArtifactStatus(_Model):
     """The observed state of a ModelArtifact."""
 
@@ -246,6 +263,7 @@ class ModelArtifactStatus(_Model):
     path: str | None = None
     ready_nodes: int | None = None
     target_nodes: int | None = None
+    fleet: FleetStatus | None = None
 
     @field_validator("nodes", mode="before")
     @classmethod

@@ -262,6 +262,7 @@ def _reconcile_pass(
     node_objects = api.list_nodes() if artifact.is_node_local else []
     nodes = decisions.matching_nodes(artifact, node_objects) if artifact.is_node_local else None
     jobs, durations = _job_states(api, artifact, settings, list_jobs)
+    records = _node_records(api, artifact, settings)
     retry = settings.failed_retry_seconds
     plan = decisions.plan(
         artifact,
@@ -270,8 +271,11 @@ def _reconcile_pass(
         now=_now(),
         blocker=_blocker(api, artifact) or _token_blocker(api, artifact),
         retry_after=timedelta(seconds=retry) if retry else None,
+        records=records,
+        records_ref=f"{settings.operator_namespace}/{builders.fetcher_identity_name(artifact)}",
     )
     created, forgotten = _apply_plan(api, artifact, plan, node_objects, settings, list_jobs)
+    _write_records(api, artifact, plan, records, forgotten, settings)
     _write_status(api, body, plan, forgotten)
     _record_metrics(artifact, plan, durations, previous, timed)
     return _outcome(artifact, plan, previous, created)
@@ -289,17 +293,51 @@ def _without_node_map(api: ClusterApi, body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "status": {k: v for k, v in status.items() if k != "nodes"}}
 
 
+def _node_records(
+    api: ClusterApi, artifact: ModelArtifact, settings: OperatorSettings
+) -> decisions.NodeRecords | None:
+    """Which nodes of a node-local artifact hold a verified copy (one read of its ConfigMap)."""
+    if not artifact.is_node_local:
+        return None
+    data = api.get_node_records(settings.operator_namespace, builders.fetcher_identity_name(artifact))
+    return decisions.NodeRecords.from_data(artifact.metadata.uid, data)
+
+
+def _write_records(
+    api: ClusterApi,
+    artifact: ModelArtifact,
+    plan: decisions.Plan,
+    read: decisions.NodeRecords | None,
+    retired: list[str],
+    settings: OperatorSettings,
+) -> None:
+    """The node records, when they changed: before any entry they replace is forgotten, so a
+    restart in between finds each verified copy in one place or the other."""
+    if plan.records is None or read is None:
+        return
+    records = plan.records.with_changes({}, drop=retired)
+    if records.nodes != read.nodes:
+        defaults = job_defaults(settings)
+        api.write_node_records(builders.node_records(artifact, records.to_data(), defaults))
+
+
 def _write_status(
     api: ClusterApi, body: Mapping[str, Any], plan: decisions.Plan, forgotten: list[str]
 ) -> None:
-    """The node entries that changed, each applied by its own node's field manager, and the
-    removal of retired nodes' entries; then the merge patch of the rest, when it changes anything,
-    so that a reader who sees the new phase also sees the entries it summarizes."""
+    """The listed nodes' entries that changed, each applied by its own node's field manager, and
+    the removal of the entries of nodes recorded, over the budget or retired (`decisions.fleet`;
+    all at once by one merge patch when there are many, then the kept ones applied again); then
+    the merge patch of the rest, when it changes anything, so that a reader who sees the new
+    phase also sees the entries it summarizes."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    listed = {entry.get("name") for entry in (body.get("status") or {}).get("nodes") or ()}
+    if plan.compact:
+        api.patch_artifact_status(namespace, name, {"status": {"nodes": None}})
     for entry in plan.nodes:
         api.apply_node_status(namespace, name, entry)
-    for node in forgotten:
-        api.forget_node_status(namespace, name, node)
+    if not plan.compact:
+        for node in sorted({*plan.forget, *forgotten} & listed):
+            api.forget_node_status(namespace, name, node)
     patch = plan.status_patch
     if changed(body.get("status") or {}, patch):
         api.patch_artifact_status(namespace, name, {"status": patch})
@@ -333,7 +371,7 @@ def _apply_plan(
                 continue  # download after the cleanup, on a later pass
             api.delete_job(jobs_namespace, cleanup.name)
         manifest = builders.fetch_job(
-            artifact, node=request.node, defaults=defaults, revision=request.revision
+            artifact, node=request.node, defaults=defaults, revision=request.revision, report=request.report
         )
         created += api.create_job(manifest)
     forgotten: list[str] = []

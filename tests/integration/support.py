@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 T = TypeVar("T")
 
@@ -187,6 +188,27 @@ class Artifacts:
     def status(self, name: str) -> dict[str, Any]:
         body = self.get(name)
         return (body or {}).get("status") or {}
+
+    def node_records(self, name: str) -> dict[str, dict[str, Any]]:
+        """The nodes the operator recorded as holding a verified copy of a node-local artifact (its
+        ConfigMap `status.fleet.records`), by node: generation, commit, digest, totalBytes,
+        fileCount. Empty when there is none yet."""
+        ref = (self.status(name).get("fleet") or {}).get("records")
+        if not ref:
+            return {}
+        namespace, _, cm_name = ref.partition("/")
+        core = client.CoreV1Api(self.cluster.api)
+        try:
+            found = core.read_namespaced_config_map(cm_name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return {}
+            raise
+        doc = json.loads((found.data or {})["nodes.json"])
+        return {
+            node: {"generation": generation, **doc["results"][index]}
+            for node, (generation, index) in doc["nodes"].items()
+        }
 
     def condition(self, name: str, type_: str) -> dict[str, Any]:
         return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), {})

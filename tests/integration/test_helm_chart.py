@@ -291,8 +291,13 @@ def test_rendered_rbac_covers_the_operators_api_calls_and_nothing_sensitive(helm
         ("", "secrets", "create"),
         ("", "secrets", "patch"),
         ("", "secrets", "delete"),
+        ("", "configmaps", "get"),
+        ("", "configmaps", "create"),
+        ("", "configmaps", "patch"),
+        ("", "configmaps", "delete"),
     ]:
         assert allowed(local_role["rules"], *needed_here), needed_here
+    assert not allowed(rules, "", "configmaps", "patch")  # node records: only the release namespace
     assert not allowed(local_role["rules"], "", "secrets", "get")
     assert not allowed(local_role["rules"], "", "secrets", "list")
 

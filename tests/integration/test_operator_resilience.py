@@ -117,7 +117,8 @@ def test_concurrent_node_writers_never_clobber_each_other(
     hub: Any, artifacts: Artifacts, cluster: ClusterHandle
 ) -> None:
     """Two fetch pods write their nodes' entries every ~2 s while the operator merge-patches the
-    rest of the status: no entry ever disappears, and each is owned by its own node's manager."""
+    rest of the status: no entry disappears before its node is recorded Ready, and each is owned
+    by its own node's manager."""
     pool = f"pool-{uuid.uuid4().hex[:6]}"
     nodes = [f"md-node-{pool}-1", f"md-node-{pool}-2"]
     repo = unique_repo()
@@ -136,30 +137,38 @@ def test_concurrent_node_writers_never_clobber_each_other(
         present: set[str] = set()
         vanished: list[str] = []
         progress: dict[str, set[int]] = {node: set() for node in nodes}
+        both: list[list[dict[str, Any]]] = []  # managedFields while both entries were listed
 
         def sample() -> bool:
             status = artifacts.status("pair")
             entries = node_entries(status)
-            vanished.extend(sorted(present - set(entries)))
+            gone = present - set(entries)
+            if gone:  # an entry may go only once its node is recorded as holding the files
+                vanished.extend(sorted(gone - set(artifacts.node_records("pair"))))
+            present.intersection_update(entries)
             present.update(entries)
             for node, entry in entries.items():
                 if entry.get("phase") == "Downloading":
                     progress[node].add(int(entry.get("bytesDone") or 0))
+            if not both and set(entries) == set(nodes):
+                both.append(node_managers(cluster, artifacts, "pair"))
             return status.get("phase") == "Ready"
 
         wait_until(sample, timeout=120, interval=0.1, what="both nodes Ready")
-        assert not vanished, f"entries disappeared: {vanished}"
+        assert not vanished, f"entries disappeared before their nodes were recorded: {vanished}"
         assert all(len(seen) >= 2 for seen in progress.values()), progress  # both wrote while both ran
-        entries = node_entries(artifacts.status("pair"))
-        assert set(entries) == set(nodes)
-        assert entries[nodes[0]]["digest"] == entries[nodes[1]]["digest"]
+        assert node_entries(artifacts.status("pair")) == {}
+        records = artifacts.node_records("pair")
+        assert set(records) == set(nodes)
+        assert records[nodes[0]]["digest"] == records[nodes[1]]["digest"]
 
-        managed = node_managers(cluster, artifacts, "pair")
+        assert both, "the two entries were never listed at once"
         for node in nodes:
-            (mine,) = [m for m in managed if m["manager"] == f"modeldepot-node/{node}"]
+            (mine,) = [m for m in both[0] if m["manager"] == f"modeldepot-node/{node}"]
             assert (mine["operation"], mine["subresource"]) == ("Apply", "status")
             assert list(mine["fieldsV1"]["f:status"]["f:nodes"]) == [f'k:{{"name":"{node}"}}']
         # no merge patch ever wrote status.nodes (it would replace the list, and own it)
+        managed = node_managers(cluster, artifacts, "pair")
         assert not [m for m in managed if m["operation"] == "Update" and '"f:nodes"' in json.dumps(m)]
     finally:
         hub.set_throttle(None, repo_id=repo)
@@ -185,20 +194,19 @@ def test_node_that_stops_matching_loses_its_copy(
             },
         )
         status = artifacts.wait_phase("shrinking", "Ready")
-        entries = node_entries(status)
-        assert set(entries) == {first, second}
-        assert entries[first]["phase"] == entries[second]["phase"] == "Ready"
+        records = artifacts.node_records("shrinking")
+        assert set(records) == {first, second} and node_entries(status) == {}
         published = cluster.node_dir(second) / "var/lib/modeldepot" / artifacts.namespace / "shrinking"
         assert (published / "model.bin").exists()
 
         cluster.kubectl("label", "node", second, "modeldepot-test-pool-")
         wait_until(
-            lambda: set(node_entries(artifacts.status("shrinking"))) == {first},
+            lambda: set(artifacts.node_records("shrinking")) == {first},
             timeout=90,
-            what=f"{second} to be retired from status.nodes",
+            what=f"{second} to be retired from the node records",
         )
-        # only the retired node's entry went; the other one is exactly as it was
-        assert node_entries(artifacts.status("shrinking")) == {first: entries[first]}
+        # only the retired node's record went; the other one is exactly as it was
+        assert artifacts.node_records("shrinking") == {first: records[first]}
         assert not published.exists()
         assert not list((cluster.node_dir(second) / "var/lib/modeldepot/.modeldepot").rglob("model.bin"))
         status = artifacts.status("shrinking")

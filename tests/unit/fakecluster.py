@@ -67,6 +67,7 @@ class FakeCluster:
         self.writes: list[str] = []
         self.lists: list[str] = []
         self.status_patches: list[dict[str, Any]] = []
+        self.config_maps: dict[Key, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------------- the protocol
 
@@ -168,6 +169,16 @@ class FakeCluster:
         self.writes.append(f"delete-fetcher-objects {namespace}/{name}")
         self.service_accounts.discard((namespace, name))
         self.secrets.pop((namespace, name), None)
+        self.config_maps.pop((namespace, name), None)
+
+    def get_node_records(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self.config_maps.get((namespace, name))
+        return dict(found.get("data") or {}) if found is not None else None
+
+    def write_node_records(self, manifest: Mapping[str, Any]) -> None:
+        key = _key(manifest)
+        self.writes.append(f"write-records {key[0]}/{key[1]}")
+        self.config_maps[key] = copy.deepcopy(dict(manifest))
 
     def apply_nodes(self, namespace: str, name: str, manager: str, entries: list[dict[str, Any]]) -> None:
         """Server-side apply, with force, of `status.nodes` (a list-map keyed by `name`) by one field

@@ -10,7 +10,16 @@ import pytest
 from fakecluster import merge_patch
 
 from modeldepot import builders
-from modeldepot.decisions import JobState, Plan, matching_nodes, node_matches, plan, pod_result, retire_nodes
+from modeldepot.decisions import (
+    JobState,
+    NodeRecords,
+    Plan,
+    matching_nodes,
+    node_matches,
+    plan,
+    pod_result,
+    retire_nodes,
+)
 from modeldepot.models import JobResult, ModelArtifact, Toleration
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -48,8 +57,9 @@ def run(
     nodes: list[str] | None = None,
     jobs: list[JobState] | None = None,
     now: datetime = T0,
+    records: NodeRecords | None = None,
 ) -> Plan:
-    return plan(ModelArtifact.from_body(b), nodes=nodes, jobs=jobs or [], now=now)
+    return plan(ModelArtifact.from_body(b), nodes=nodes, jobs=jobs or [], now=now, records=records)
 
 
 def manifests(b: dict[str, Any], p: Plan) -> list[dict[str, Any]]:
@@ -61,9 +71,10 @@ def manifests(b: dict[str, Any], p: Plan) -> list[dict[str, Any]]:
 
 
 def apply(b: dict[str, Any], p: Plan) -> dict[str, Any]:
-    """The status after the reconciler's writes: the merge patch, then each node entry applied whole."""
+    """The status after the reconciler's writes: the merge patch, then each node entry applied whole,
+    and the entries of the nodes it forgets removed."""
     status = merge(b.get("status") or {}, p.status_patch)
-    nodes = {entry["name"]: entry for entry in status.get("nodes", [])}
+    nodes = {entry["name"]: entry for entry in status.get("nodes", []) if entry["name"] not in p.forget}
     nodes.update({entry.name: entry.to_api() for entry in p.nodes})
     if nodes:
         status["nodes"] = list(nodes.values())
@@ -400,15 +411,22 @@ def test_node_local_ready_on_all_nodes() -> None:
     assert p.phase == "Ready"
     s = p.status_patch
     assert (s["readyNodes"], s["targetNodes"]) == (2, 2)
-    assert entries(p)["a"]["digest"] == DIGEST and entries(p)["a"]["phase"] == "Ready"
+    # Ready nodes are recorded outside the artifact, not listed in it
+    assert entries(p) == {}
+    assert p.records is not None and set(p.records.nodes) == {"a", "b"}
+    assert p.records.nodes["a"].digest == DIGEST and p.records.nodes["a"].generation == 2
+    assert s["fleet"] == {
+        "matched": 2, "ready": 2, "downloading": 0, "pending": 0, "queued": 0, "failed": 0,
+        "suspended": 0, "listed": 0, "unlisted": 0,
+    }  # fmt: skip
     assert s["progress"]["summary"] == "2/2 nodes, 100% of 1.0 kB"
     assert s["progress"]["bytesTotal"] == 2000 and s["progress"]["percent"] == 100.0
     assert s["digest"] == DIGEST and s["totalBytes"] == 1000
     # the Jobs are gone later (e.g. deleted by hand): the recorded per-node results keep it Ready
-    again = run(apply(b, p), nodes=["a", "b"], jobs=[], now=T0 + timedelta(hours=1))
+    again = run(apply(b, p), nodes=["a", "b"], jobs=[], now=T0 + timedelta(hours=1), records=p.records)
     assert again.phase == "Ready" and again.create == []
     # a new node joins: only it gets a Job, and Ready turns False until it has the files
-    grown = run(apply(b, p), nodes=["a", "b", "c"], jobs=jobs)
+    grown = run(apply(b, p), nodes=["a", "b", "c"], jobs=jobs, records=p.records)
     assert [r.node for r in grown.create] == ["c"]
     assert grown.phase == "Pending" and grown.status_patch["readyNodes"] == 2
 

@@ -115,7 +115,8 @@ Rules in each namespace holding ModelArtifacts, derived from operator/modeldepot
 {{/*
 Rules in the operator's own (release) namespace, where node-local Jobs run (hostPath pods never run
 in a tenant's namespace): the Jobs and pods, each node-local artifact's fetcher ServiceAccount and
-its copy of the token Secret (kube.apply_secret, kube.delete_fetcher_objects).
+its copy of the token Secret (kube.apply_secret, kube.delete_fetcher_objects) and its node records
+ConfigMap (kube.get_node_records, kube.write_node_records).
 */}}
 {{- define "modeldepot.operatorNamespaceRules" -}}
 {{- if eq .Values.rbac.scope "namespaces" }}
@@ -136,6 +137,10 @@ its copy of the token Secret (kube.apply_secret, kube.delete_fetcher_objects).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [create, patch, delete]
+# node-local artifacts' node records (get_node_records, write_node_records: a server-side apply)
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch, delete]
 {{- end }}
 
 {{/*

@@ -6,7 +6,15 @@ RoleBinding and token copy; the claim it may create). No I/O: `kube.py` applies 
 return. Where Jobs run and why is in docs/security.md.
 """
 
-from .identity import claim, fetcher_role, fetcher_role_binding, fetcher_service_account, token_secret_copy
+from .identity import (
+    RECORDS_APP,
+    claim,
+    fetcher_role,
+    fetcher_role_binding,
+    fetcher_service_account,
+    node_records,
+    token_secret_copy,
+)
 from .jobs import (
     CLEANUP_BACKOFF_LIMIT,
     CLEANUP_DEADLINE_SECONDS,
@@ -63,6 +71,7 @@ __all__ = [
     "MAX_NAME",
     "PERMANENT_EXIT_CODE",
     "PREPARE_CONTAINER",
+    "RECORDS_APP",
     "RUN_AS",
     "TERMINATION_LOG",
     "TOKEN_DIR",
@@ -83,6 +92,7 @@ __all__ = [
     "fetcher_service_account",
     "job_namespace",
     "label_value",
+    "node_records",
     "owner_arg",
     "owner_reference",
     "token_secret_copy",

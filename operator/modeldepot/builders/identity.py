@@ -1,7 +1,8 @@
 """Each artifact's own fetcher identity: a ServiceAccount where its Jobs run, a Role that may get
 and patch the status of that one artifact (resourceNames) and its RoleBinding, and for node-local
-artifacts a one-key copy of the token in the operator's namespace; and the claim the operator
-creates for `storage.persistentVolumeClaim.create`. Pure.
+artifacts a one-key copy of the token in the operator's namespace and the ConfigMap of its node
+records (same name, written only by the operator); and the claim the operator creates for
+`storage.persistentVolumeClaim.create`. Pure.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from .names import (
     owner_reference,
 )
 from .pods import COPIED_TOKEN_KEY
+
+RECORDS_APP = "modeldepot-records"
+"""`app.kubernetes.io/name` of a node-local artifact's node records (`node_records`)."""
 
 
 def _identity_metadata(artifact: ModelArtifact, namespace: str) -> dict[str, Any]:
@@ -107,6 +111,15 @@ def token_secret_copy(artifact: ModelArtifact, token: bytes, defaults: JobDefaul
         "metadata": _identity_metadata(artifact, defaults.operator_namespace),
         "data": {COPIED_TOKEN_KEY: base64.b64encode(token).decode()},
     }
+
+
+def node_records(artifact: ModelArtifact, data: dict[str, str], defaults: JobDefaults) -> dict[str, Any]:
+    """The ConfigMap, in the operator's namespace, that records which nodes hold a verified copy of
+    a node-local artifact (`decisions.NodeRecords` makes ``data``). Only the operator writes it
+    (tenants and fetchers have no rights there); the finalizer deletes it."""
+    metadata = _identity_metadata(artifact, defaults.operator_namespace)
+    metadata["labels"][LABEL_NAME] = RECORDS_APP
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
 def claim(artifact: ModelArtifact) -> dict[str, Any]:

@@ -47,6 +47,7 @@ def fetch_job(
     defaults: JobDefaults,
     generation: int | None = None,
     revision: str | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """The download Job for one target: the claim (``node=None``) or one node of nodeLocal storage.
 
@@ -84,7 +85,9 @@ def fetch_job(
             "podFailurePolicy": _FETCH_FAILURE_POLICY,
             "template": {
                 "metadata": {"labels": dict(labels), "annotations": artifact_annotations(artifact, node)},
-                "spec": _fetch_pod_spec(artifact, node, defaults, generation=gen, revision=revision),
+                "spec": _fetch_pod_spec(
+                    artifact, node, defaults, generation=gen, revision=revision, report=report
+                ),
             },
         },
     }
@@ -107,7 +110,13 @@ _FETCH_FAILURE_POLICY: dict[str, Any] = {
 
 
 def _fetch_pod_spec(
-    artifact: ModelArtifact, node: str | None, defaults: JobDefaults, *, generation: int, revision: str | None
+    artifact: ModelArtifact,
+    node: str | None,
+    defaults: JobDefaults,
+    *,
+    generation: int,
+    revision: str | None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """The fetch pod: the fetch container (the spec's image when the policy allowed it), the token
     as a file, the artifact's own identity, and for node-local the `prepare` init step."""
@@ -117,7 +126,7 @@ def _fetch_pod_spec(
         FETCH_CONTAINER,
         dl.image or defaults.image,
         dl.image_pull_policy or defaults.image_pull_policy,
-        args=fetch_args(artifact, node=node, generation=generation, revision=revision),
+        args=fetch_args(artifact, node=node, generation=generation, revision=revision, report=report),
         resources=resources(artifact),
         env=fetch_env(artifact, defaults.extra_env),
         token=token is not None,

@@ -95,11 +95,18 @@ def owner_arg(artifact: ModelArtifact) -> str:
 
 
 def fetch_args(
-    artifact: ModelArtifact, *, node: str | None, generation: int, revision: str | None = None
+    artifact: ModelArtifact,
+    *,
+    node: str | None,
+    generation: int,
+    revision: str | None = None,
+    report: bool = True,
 ) -> list[str]:
     """The fetcher's arguments, exactly the CLI of docs/internals.md (after the ``modeldepot`` command).
 
-    ``revision`` overrides the spec's (a commit another node of this generation resolved it to).
+    ``revision`` overrides the spec's (a commit another node of this generation resolved it to);
+    without ``report`` the fetcher writes no progress into status, only its result (a big fleet's
+    nodes beyond `decisions.nodes.REPORTING_NODES`).
     """
     hf = artifact.hugging_face
     args = [
@@ -128,7 +135,9 @@ def fetch_args(
     ):
         if value is not None:
             args += [flag, str(value)]
-    args += ["--report", f"{artifact.namespace}/{artifact.name}", "--generation", str(generation)]
+    if report:
+        args += ["--report", f"{artifact.namespace}/{artifact.name}"]
+    args += ["--generation", str(generation)]
     args += ["--owner", owner_arg(artifact)]
     if node is not None:
         args += ["--node", node]

@@ -4,7 +4,21 @@
 `ClusterApi` and applies the Plan.
 """
 
-from .nodes import Retirement, matching_nodes, node_matches, pinned_commit, retire_nodes, tolerates
+from .nodes import (
+    LISTED_NODES,
+    REPORTING_NODES,
+    Fleet,
+    NodeRecord,
+    NodeRecords,
+    Retirement,
+    fleet,
+    matching_nodes,
+    node_matches,
+    pinned_commit,
+    retire_nodes,
+    tolerates,
+    with_records,
+)
 from .observe import (
     JobState,
     config_error,
@@ -19,11 +33,16 @@ from .plan import JobRequest, Plan, decide_target, plan
 from .status import READY, RECONCILING, STALLED, TargetState, condition, deleting_status
 
 __all__ = [
+    "LISTED_NODES",
     "READY",
     "RECONCILING",
+    "REPORTING_NODES",
     "STALLED",
+    "Fleet",
     "JobRequest",
     "JobState",
+    "NodeRecord",
+    "NodeRecords",
     "Plan",
     "Retirement",
     "TargetState",
@@ -31,6 +50,7 @@ __all__ = [
     "config_error",
     "decide_target",
     "deleting_status",
+    "fleet",
     "is_transient",
     "job_duration",
     "job_snapshot",
@@ -43,4 +63,5 @@ __all__ = [
     "retire_nodes",
     "retry_news",
     "tolerates",
+    "with_records",
 ]

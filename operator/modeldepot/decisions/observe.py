@@ -44,6 +44,7 @@ class JobState:
     generation: int
     node: str | None = None
     active: int = 0
+    ready: int = 0  # pods running (a fetch pod has no readiness probe)
     succeeded: int = 0
     failed: int = 0
     complete: bool = False
@@ -89,6 +90,7 @@ class JobState:
             generation=generation,
             node=annotations.get(LABEL_NODE) or labels.get(LABEL_NODE),
             active=int(status.get("active") or 0),
+            ready=int(status.get("ready") or 0),
             succeeded=int(status.get("succeeded") or 0),
             failed=int(status.get("failed") or 0),
             complete=complete,

@@ -26,7 +26,7 @@ from ..models import (
     status_merge_patch,
 )
 from ..vocabulary import Phase, Reason
-from .nodes import pinned_commit
+from .nodes import NodeRecords, fleet, pinned_commit, with_records
 from .observe import JOB_REASONS, JobState, is_transient, retry_due
 from .status import (
     READY,
@@ -49,10 +49,12 @@ from .status import (
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A fetch Job to create: for the claim (`node` None) or one node, at a pinned commit or not."""
+    """A fetch Job to create: for the claim (`node` None) or one node, at a pinned commit or not;
+    whether its fetcher reports progress into status (`nodes.REPORTING_NODES` bounds a fleet's)."""
 
     node: str | None
     revision: str | None = None
+    report: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,13 @@ class Plan:
     phase: Phase
     nodes: list[NodeStatus] = field(default_factory=list)
     targets: list[TargetState] = field(default_factory=list)
-    # nodes in status.nodes that are no longer targets (their files stay until cleaned up)
+    # nodes in status.nodes or the records that are no longer targets (files stay until cleaned up)
     stale_nodes: list[str] = field(default_factory=list)
+    # nodeLocal: listed nodes whose entries go, the records to write first, and whether the
+    # entries go by one merge patch (`nodes.fleet`)
+    forget: list[str] = field(default_factory=list)
+    records: NodeRecords | None = None
+    compact: bool = False
 
     @property
     def status_patch(self) -> dict[str, Any]:
@@ -157,6 +164,9 @@ def decide_target(
             return TargetState(node, Phase.DOWNLOADING, entry.retry.reason, retry_message(entry.retry)), False
         message = entry.summary or "downloading"
         return TargetState(node, Phase.DOWNLOADING, Reason.DOWNLOADING, message), False
+    if job.active > 0 and job.ready > 0 and entry is None:
+        # a fetcher that does not report (beyond nodes.REPORTING_NODES) is running all the same
+        return TargetState(node, Phase.DOWNLOADING, Reason.DOWNLOADING, "downloading"), False
     if job.failed > 0:
         message = f"Job {job.name} is retrying after {job.failed} failed attempt(s)"
         return TargetState(node, Phase.PENDING, Reason.PENDING, message), False
@@ -298,27 +308,43 @@ def plan(
     now: datetime,
     blocker: tuple[str, str] | None = None,
     retry_after: timedelta | None = None,
+    records: NodeRecords | None = None,
+    records_ref: str | None = None,
 ) -> Plan:
     """Decide the next step. ``nodes``: the nodeLocal targets (see ``matching_nodes``), ignored for a
     claim; ``jobs``: the artifact's fetch Jobs of any generation. ``blocker``: a (reason, message)
     the caller found before any Job can run (e.g. ``StorageNotFound``, ``TokenSecretNotFound``):
     no Job is created and the targets that need one are Failed with it until it is resolved.
     ``retry_after``: a Job that failed for a transient reason is replaced that long after it
-    failed (None: failures stay until the spec changes)."""
+    failed (None: failures stay until the spec changes). ``records``: the nodes recorded as holding
+    a verified copy (nodeLocal; None: none yet), kept in ``records_ref`` (`nodes.fleet`)."""
     keys: list[str | None] = [None]
+    read = artifact
     if artifact.is_node_local:
         keys = list(sorted(set(nodes or ())))
+        records = records if records is not None else NodeRecords(artifact.metadata.uid)
+        artifact = with_records(artifact, records)
     wanted = set(keys)
     sorted_jobs = triage(artifact, jobs, wanted, now=now, retry_after=retry_after)
     targets, create = decide_targets(artifact, keys, sorted_jobs, blocker=blocker, retry_after=retry_after)
     verdict = judge_fleet(targets, overall(artifact, targets))
     entries = [e for t in targets if t.node is not None and (e := node_entry(artifact, t, now)) is not None]
+    status = render_status(artifact, targets, verdict, now)
+    stale = sorted(n.name for n in artifact.status.nodes if n.name not in wanted)
+    if records is None:
+        return Plan(create, sorted(sorted_jobs.delete), status, verdict[0], entries, targets, stale)
+    decided = fleet(
+        read, targets, entries, records, new_jobs=[str(r.node) for r in create], records_ref=records_ref
+    )
     return Plan(
-        create=create,
+        create=[replace(r, report=r.node in decided.report) for r in create],
         delete=sorted(sorted_jobs.delete),
-        status=render_status(artifact, targets, verdict, now),
+        status=status.model_copy(update={"fleet": decided.status}),
         phase=verdict[0],
-        nodes=entries,
+        nodes=decided.apply,
         targets=targets,
-        stale_nodes=sorted(n.name for n in artifact.status.nodes if n.name not in wanted),
+        stale_nodes=stale,
+        forget=decided.forget,
+        records=decided.records,
+        compact=decided.compact,
     )
