@@ -240,6 +240,20 @@ def test_resolve_headers_and_ranges(hub: HubEmulator) -> None:
         assert "X-Linked-Etag" not in small.headers
 
 
+def test_connections_send_without_nagle(hub: HubEmulator) -> None:
+    """Each answer goes out at once (TCP_NODELAY, like real servers), not after the client's
+    delayed ACK: keep-alive requests for small files are not held back by the emulator."""
+    import socket
+
+    hub.add_repo_from_files("org/n", {"a.txt": b"a" * 3000})
+    with httpx.Client() as client:
+        for _ in range(2):
+            assert client.get(f"{hub.url}/org/n/resolve/main/a.txt").status_code == 200
+        conns = list(hub._server._conns)  # type: ignore[union-attr]
+        assert conns
+        assert all(c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in conns)
+
+
 def test_errors_map_to_huggingface_hub_exceptions(hub: HubEmulator, tmp_path: Path) -> None:
     hub.add_repo_from_files("org/e", {"a.txt": b"a"})
     api = HfApi(endpoint=hub.url, token=False)

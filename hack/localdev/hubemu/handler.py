@@ -68,6 +68,10 @@ class Server(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "hubemu/1.0"
+    # TCP_NODELAY, as real servers and CDNs set it: the headers and the body are two writes, and
+    # with Nagle the body's last segment waited for the client's delayed ACK (~40 ms per answer on
+    # a kept-alive connection), which made a many-small-files download measure that, not the client.
+    disable_nagle_algorithm = True
     server: Server
 
     _pace: ConnectionPace  # this connection's rate bucket and latency (`link.py`)
