@@ -138,6 +138,7 @@ def _fetch(args: argparse.Namespace) -> int:
         generation=args.generation,
         root=args.root,
         owner=args.owner or LOCAL_OWNER,
+        node_local=args.node is not None,
     )
     code = run(request, settings=settings, sink=sink, console=sys.stderr)
     stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]

@@ -216,6 +216,8 @@ class Progress(_Model):
     observed_generation: int | None = None
     updated_at: str | None = None
     retry: RetryStatus | None = None
+    bytes_reused: int | None = None
+    bytes_adopted: int | None = None
 
 
 class NodeStatus(Progress):
@@ -443,6 +445,9 @@ class JobResult(_Model):
     total_bytes: int | None = None
     file_count: int | None = None
     path: str | None = None
+    transferred_bytes: int | None = None
+    reused_bytes: int | None = None
+    adopted_bytes: int | None = None
 
 
 def parse_termination_message(text: str | None) -> JobResult | None:

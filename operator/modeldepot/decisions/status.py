@@ -28,7 +28,10 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 
 # what a progress entry keeps of the bytes reached this generation while the target waits
-_COUNTERS = ("percent", "bytes_done", "bytes_total", "files_done", "files_total", "resolved_revision")
+_COUNTERS = (
+    "percent", "bytes_done", "bytes_total", "files_done", "files_total", "resolved_revision",
+    "bytes_reused", "bytes_adopted",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,8 @@ class _Sample:
     updated: str | None = None
     ready: bool = False
     retry: RetryStatus | None = None
+    reused: int = 0
+    adopted: int = 0
 
 
 def _sample(artifact: ModelArtifact, target: TargetState) -> _Sample:
@@ -223,6 +228,7 @@ def _sample(artifact: ModelArtifact, target: TargetState) -> _Sample:
         return _Sample(
             100.0, res.total_bytes or 0, res.file_count or 0, res.total_bytes, res.file_count,
             revision=res.commit, updated=updated, ready=True,
+            reused=res.reused_bytes or 0, adopted=res.adopted_bytes or 0,
         )  # fmt: skip
     if entry is None:
         return _Sample()
@@ -241,6 +247,8 @@ def _sample(artifact: ModelArtifact, target: TargetState) -> _Sample:
         revision=entry.resolved_revision,
         updated=updated,
         retry=entry.retry if downloading and entry.retry is not None else None,
+        reused=entry.bytes_reused or 0,
+        adopted=entry.bytes_adopted or 0,
     )
 
 
@@ -310,6 +318,8 @@ def aggregate(
         observed_generation=artifact.generation,
         updated_at=max(updated) if updated else iso(now),
         retry=retry,
+        bytes_reused=sum(s.reused for s in samples) or None,
+        bytes_adopted=sum(s.adopted for s in samples) or None,
     )
 
 

@@ -39,6 +39,9 @@ class FetchRequest:
     root: Path | None = None
     owner: Owner = LOCAL_OWNER
     """The ModelArtifact this fetch works for (`--owner`): only its own paths and versions are used."""
+    node_local: bool = False
+    """The root is a node-local directory only fetchers write (`--node`): the store trusts the
+    blobs it froze there without re-hashing them (docs/security.md "The content-addressed store")."""
 
 
 @dataclass
@@ -54,7 +57,13 @@ class FetchResult:
     total_bytes: int = 0
     file_count: int = 0
     downloaded_bytes: int = 0
+    """Bytes transferred from the Hub by this run."""
     reused_files: int = 0
+    """Files taken from the published copy or the root's store instead of being transferred."""
+    reused_bytes: int = 0
+    """Bytes of `reused_files`."""
+    adopted_bytes: int = 0
+    """Bytes verified in place in a directory the artifact took under management (adoption)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The termination message as a dict; encoded it fits `TERMINATION_MESSAGE_BYTES`."""
@@ -70,13 +79,16 @@ class FetchResult:
             "digest": self.digest,
             "totalBytes": self.total_bytes,
             "fileCount": self.file_count,
+            "transferredBytes": self.downloaded_bytes,
+            "reusedBytes": self.reused_bytes,
+            "adoptedBytes": self.adopted_bytes,
             "path": path,
         }
 
     def to_json(self, limit: int = TERMINATION_MESSAGE_BYTES) -> str:
         """Compact JSON of at most `limit` UTF-8 bytes.
 
-        phase, reason, commit, digest, totalBytes and fileCount are always complete; the message
+        phase, reason, commit, digest, totalBytes, fileCount and the byte counts are always complete; the message
         (at most `MAX_MESSAGE` characters) and then the path are shortened, on character
         boundaries and marked with "…", only as far as needed.
         """

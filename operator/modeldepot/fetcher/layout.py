@@ -12,6 +12,7 @@ ROOT/P                                   -> relative symlink to .modeldepot/stor
 ROOT/.modeldepot/store/P/<version>/...   published, verified files + .modeldepot/manifest.json
 ROOT/.modeldepot/staging/P/<version>/... files being downloaded + .modeldepot/partial.json
 ROOT/.modeldepot/owners/<sha256 of P>.json  who owns P and which versions it made (`owners`)
+ROOT/.modeldepot/blobs/sha256/<sha256>      each verified file once; versions hard-link it (`store`)
 ```
 `<version>` is the commit, or `<commit>.1` when that commit is already published with another file
 selection (so the published copy is never modified in place). Publishing renames the staging
@@ -19,6 +20,10 @@ directory into the store and swaps the symlink atomically; other versions are re
 
 Everything below the root goes through `safefs` (no symlink is ever followed), and only versions
 the owner record names are trusted or deleted: the root is shared with other tenants.
+
+Adoption: a plain directory at `ROOT/P` (files copied by hand) is replaced by the symlink at
+publish only after `allow_replacing_dir` named the files it may hold (the selection, whose
+verified copies are in the new version); anything else in it is a `PathConflictError`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from modeldepot.fetcher.owners import (
 )
 from modeldepot.fetcher.partial import PARTIAL_REL
 from modeldepot.fetcher.safefs import Dir, Location
+from modeldepot.fetcher.store import BlobStore
 
 __all__ = ["DEFAULT_ROOT", "Layout", "default_root", "is_version_name"]
 
@@ -91,6 +97,9 @@ class Layout:
         self._stack = contextlib.ExitStack()
         self._root_dir: Dir | None = None
         self._staging: dict[str, Dir] = {}
+        self._replaceable: set[str] | None = None
+        self.took_over = False
+        """`claim()` took P over from an earlier uid of this artifact (re-created after Retain)."""
 
     def close(self) -> None:
         self._stack.close()
@@ -138,6 +147,7 @@ class Layout:
                     "%s was re-created: it takes over %s from uid %s", self.owner, path, record.owner.uid
                 )
                 record.owner = self.owner
+                self.took_over = True
             reg.put(record)
 
     def _own_record(self, reg: LockedRegistry) -> OwnerRecord:
@@ -276,6 +286,71 @@ class Layout:
         self._root()
         return shutil.disk_usage(self.root).free
 
+    # -- the content-addressed store ------------------------------------------------------------
+
+    def blob_store(self, *, trusted: bool = False) -> BlobStore:
+        """The root's store (`store.BlobStore`); `trusted`: only fetchers write this root."""
+        meta = self._stack.enter_context(self._root().open_dir(META_DIR, create=True))
+        return BlobStore(meta, trusted=trusted)
+
+    def referenced_blobs(self) -> set[str]:
+        """The sha256 of every file a manifest of a recorded version names (any owner)."""
+        referenced: set[str] = set()
+        with self._registry() as reg:
+            records = reg.records()
+        for record in records:
+            for version in record.versions:
+                rel = f"{META_DIR}/store/{record.path}/{version}/{_MANIFEST_REL}"
+                try:
+                    manifest = Manifest.from_json(self._root().read_bytes(rel))
+                except FileNotFoundError:
+                    continue
+                except (OSError, ValueError, KeyError, TypeError, errors.ModelDepotError) as exc:
+                    log.debug("no manifest read from %s: %s", rel, exc)
+                    continue
+                referenced.update(f.sha256 for f in manifest.files)
+        return referenced
+
+    def collect_blobs(self) -> None:
+        """Remove the store's blobs that no manifest names any more (best effort)."""
+        try:
+            self.blob_store().collect(self.referenced_blobs())
+        except (OSError, errors.PathConflictError) as exc:
+            log.warning("store garbage collection skipped: %s", exc)
+
+    # -- adoption -------------------------------------------------------------------------------
+
+    def unmanaged_dir(self) -> Dir | None:
+        """The plain directory at the target (files put there by hand), open; None if there is none.
+        A symlink is never followed (ours is not "unmanaged")."""
+        try:
+            with self._target_parent(create=False) as parent:
+                st = parent.lstat(self.rel.name)
+                if not stat.S_ISDIR(st.st_mode):
+                    return None
+                return self._stack.enter_context(parent.open_dir(self.rel.name))
+        except (FileNotFoundError, errors.PathConflictError):
+            return None
+
+    def unexpected_in(
+        self, d: Dir, allowed: set[str], *, skip: set[str] | frozenset[str] = frozenset()
+    ) -> str | None:
+        """The first entry below `d` that is not a regular file named in `allowed` (or a directory),
+        outside the top-level directories `skip`."""
+        for rel_dir, sub in d.walk_dirs(skip=skip):
+            for entry in sub.scandir():
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    continue
+                if rel not in allowed or not entry.is_file(follow_symlinks=False):
+                    return rel
+        return None
+
+    def allow_replacing_dir(self, files: set[str]) -> None:
+        """At publish, the plain directory at the target may be replaced if it holds only `files`
+        (the selection: their verified copies are in the version being published)."""
+        self._replaceable = set(files)
+
     # -- publishing -----------------------------------------------------------------------------
 
     def publish(self, version: str, manifest: Manifest, *, fsync: bool = False) -> Path:
@@ -333,9 +408,7 @@ class Layout:
                 try:
                     parent.rmdir(name)
                 except OSError:
-                    raise errors.PathConflictError(
-                        f"{self.target} exists and is a directory not managed by modeldepot"
-                    ) from None
+                    self._replace_adopted_dir(parent, name)
             else:
                 raise errors.PathConflictError(f"{self.target} exists and is not managed by modeldepot")
             tmp = f".modeldepot-link-{hashlib.sha256(name.encode()).hexdigest()[:16]}-{os.getpid()}"
@@ -344,6 +417,21 @@ class Layout:
             parent.rename(tmp, parent, name)
             if fsync:
                 parent.fsync()
+
+    def _replace_adopted_dir(self, parent: Dir, name: str) -> None:
+        """Remove the adopted directory at the target (PathConflict unless adoption allowed it and
+        it still holds only the selected files)."""
+        unexpected = None
+        if self._replaceable is not None:
+            with parent.open_dir(name) as d:
+                unexpected = self.unexpected_in(d, self._replaceable, skip={META_DIR})
+        if self._replaceable is None or unexpected is not None:
+            detail = f" ({unexpected} is not a selected file)" if unexpected else ""
+            raise errors.PathConflictError(
+                f"{self.target} exists and is a directory not managed by modeldepot{detail}"
+            )
+        log.info("replacing the adopted directory %s by the published version", self.target)
+        parent.rmtree(name)
 
     def ensure_published(self, version: str) -> None:
         """Point the target at an existing store version (used when nothing had to be fetched)."""
@@ -364,6 +452,8 @@ class Layout:
                 reg.put(record)
         with contextlib.suppress(OSError):
             self._root().rmdir(self._staging_rel)
+        if drop:
+            self.collect_blobs()
 
     def _remove_versions(self, parent_rel: str, versions: list[str]) -> None:
         if not versions:
@@ -408,6 +498,7 @@ class Layout:
         with self._registry() as reg:
             if (again := reg.get(path)) is not None and again.owner == self.owner:
                 reg.delete(path)
+        self.collect_blobs()
         for rel, top in (
             (self._store_rel, f"{META_DIR}/store"),
             (self._staging_rel, f"{META_DIR}/staging"),

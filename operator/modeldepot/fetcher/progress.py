@@ -105,6 +105,10 @@ class ProgressTracker:
         self.files_total = 0
         self.bytes_done = 0
         self.files_done = 0
+        self.bytes_reused = 0
+        """Of `bytes_done`: files taken from the published copy or the root's store."""
+        self.bytes_adopted = 0
+        """Of `bytes_done`: files verified in place where the artifact found them (adoption)."""
         self.resolved_revision = resolved_revision
         self.observed_generation = observed_generation
         self.extra: dict[str, Any] = {}
@@ -217,6 +221,10 @@ class ProgressTracker:
                 p["etaSeconds"] = max(0, total - done) // rate
             elif self.phase == Phase.READY:
                 p["etaSeconds"] = 0
+            if self.bytes_reused:
+                p["bytesReused"] = self.bytes_reused
+            if self.bytes_adopted:
+                p["bytesAdopted"] = self.bytes_adopted
             if self.resolved_revision:
                 p["resolvedRevision"] = self.resolved_revision
             if self.observed_generation is not None:

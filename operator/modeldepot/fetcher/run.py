@@ -116,8 +116,12 @@ def _fetch_into(
     current = layout.current()
     if (done := steps.already_published(layout, snap, current, tracker)) is not None:
         return done
+    if layout.took_over:
+        current = None  # an earlier artifact's copy: its files are trusted only once re-hashed
+    store = layout.blob_store(trusted=request.node_local)
     staged = steps.start_staging(layout, snap)
-    steps.reuse_verified(layout, snap, staged, current, tracker)
+    steps.reuse_verified(layout, snap, staged, current, tracker, store)
+    steps.adopt_in_place(layout, snap, staged, tracker, cancel)
     steps.check_free_space(layout, staged.items)
     steps.log_plan(snap, staged)
     downloaded = steps.transfer_missing(
@@ -128,8 +132,15 @@ def _fetch_into(
         tracker=tracker,
         cancel=cancel,
     )
-    manifest = steps.publish_version(layout, snap, staged, fsync=settings.fsync)
-    return steps.ready_result(str(layout.target), manifest, downloaded, staged.reused)
+    manifest = steps.publish_version(layout, snap, staged, fsync=settings.fsync, store=store)
+    return steps.ready_result(
+        str(layout.target),
+        manifest,
+        downloaded,
+        staged.reused,
+        reused_bytes=staged.reused_bytes,
+        adopted_bytes=staged.adopted_bytes,
+    )
 
 
 @contextmanager

@@ -4,11 +4,13 @@
 resolve_snapshot      the revision's commit and the selected files (progress knows the totals)
 already_published     that very selection is the published copy: point at it, nothing to fetch
 start_staging         the version to build and its staging directory (stray files removed)
-reuse_verified        files already in place: verified in an earlier run (partial.json) or the
-                      same content in the published copy (hard-linked); the rest is to transfer
+reuse_verified        files already in place: verified in an earlier run (partial.json), the
+                      same content in the published copy or in the root's store (hard-linked)
+adopt_in_place        files of a plain directory at the target (copied by hand), hashed in place
+                      and hard-linked; the rest is to transfer
 check_free_space      InsufficientStorage before a byte is downloaded
 transfer_missing      download, hash and verify the rest; each verified file is recorded
-publish_version       manifest, store, symlink swap (layout.publish)
+publish_version       new blobs into the root's store, manifest, symlink swap (layout.publish)
 ```
 Pure helpers beside them (`same_selection`, `find_reusable`, `bytes_still_needed`,
 `require_free_space`, `transfer_item`, `manifest_of`, `ready_result`) decide; the steps do the I/O.
@@ -16,10 +18,13 @@ Pure helpers beside them (`same_selection`, `find_reusable`, `bytes_still_needed
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import stat
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,12 +32,13 @@ from typing import TYPE_CHECKING
 from modeldepot import errors
 from modeldepot.fetcher.job import FetchRequest, FetchResult
 from modeldepot.fetcher.layout import Layout
-from modeldepot.fetcher.manifest import FileEntry, Manifest
+from modeldepot.fetcher.manifest import META_DIR, FileEntry, Manifest
 from modeldepot.fetcher.partial import PartialState
 from modeldepot.fetcher.progress import ProgressTracker
 from modeldepot.fetcher.ranges import RANGES_DIR, load_coverage
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir, Location
+from modeldepot.fetcher.store import BlobStore, hash_fd
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer
 from modeldepot.fetcher.verify import TransferItem, VerifiedFile, git_blob_id
 from modeldepot.settings import FetchSettings
@@ -59,7 +65,11 @@ class Staged:
     items: list[TransferItem] = field(default_factory=list)
     """Files to transfer."""
     reused: int = 0
-    """Files hard-linked (or copied) from the published copy."""
+    """Files hard-linked (or copied) from the published copy or the root's store."""
+    reused_bytes: int = 0
+    adopted: int = 0
+    """Files verified in place in the directory found at the target (adoption)."""
+    adopted_bytes: int = 0
 
 
 # -- resolve ----------------------------------------------------------------------------------
@@ -101,7 +111,15 @@ def same_selection(manifest: Manifest, snap: RepoSnapshot) -> bool:
     return True
 
 
-def ready_result(target: str, manifest: Manifest, downloaded: int = 0, reused: int = 0) -> FetchResult:
+def ready_result(
+    target: str,
+    manifest: Manifest,
+    downloaded: int = 0,
+    reused: int = 0,
+    *,
+    reused_bytes: int = 0,
+    adopted_bytes: int = 0,
+) -> FetchResult:
     return FetchResult(
         phase=Phase.READY,
         path=target,
@@ -111,21 +129,56 @@ def ready_result(target: str, manifest: Manifest, downloaded: int = 0, reused: i
         file_count=len(manifest.files),
         downloaded_bytes=downloaded,
         reused_files=reused,
+        reused_bytes=reused_bytes,
+        adopted_bytes=adopted_bytes,
     )
 
 
 def already_published(
     layout: Layout, snap: RepoSnapshot, current: tuple[str, Manifest] | None, tracker: ProgressTracker
 ) -> FetchResult | None:
-    """If the published copy is this very selection: keep it (and drop other versions); else None."""
+    """If the published copy is this very selection: keep it (and drop other versions); else None.
+
+    A copy taken over from an earlier uid of the artifact (re-created after `deletionPolicy:
+    Retain`) is adopted: every file is hashed again first (None if one does not match).
+    """
     if current is None or not same_selection(current[1], snap):
         return None
     version, manifest = current
+    adopted = 0
+    if layout.took_over:
+        if not verify_published(layout, version, snap):
+            log.warning("%s: the copy left by an earlier artifact does not verify; fetching", layout.target)
+            return None
+        adopted = snap.total_bytes
+        tracker.bytes_adopted += adopted
     log.info("%s@%s is already published at %s; nothing to do", snap.repo_id, snap.commit[:12], layout.target)
     layout.ensure_published(version)
     tracker.add_bytes(snap.total_bytes, transferred=False)
     tracker.files_done = len(snap.files)
-    return ready_result(str(layout.target), manifest)
+    return ready_result(str(layout.target), manifest, adopted_bytes=adopted)
+
+
+def verify_published(layout: Layout, version: str, snap: RepoSnapshot) -> bool:
+    """Whether every file of the published `version` hashes to what the Hub says (read by fd)."""
+    store = layout.open_store(version)
+    return all(hash_matches(store, f.path, f) is not None for f in snap.files)
+
+
+def hash_matches(d: Dir, path: str, f: RemoteFile) -> str | None:
+    """The sha256 of the regular file `d/path` if it is `f` (Hub sha256, or git blob id), else None."""
+    try:
+        fd = d.open_fd(path, os.O_RDONLY)
+    except (OSError, errors.PathConflictError, errors.InvalidSpecError):
+        return None
+    try:
+        if os.fstat(fd).st_size != f.size:
+            return None
+        sha, blob = hash_fd(fd, f.size, git=f.sha256 is None)
+    finally:
+        os.close(fd)
+    ok = sha == f.sha256.lower() if f.sha256 is not None else blob == f.blob_id.lower()
+    return sha if ok else None
 
 
 # -- staging and reuse ------------------------------------------------------------------------
@@ -178,21 +231,25 @@ def reuse_verified(
     staged: Staged,
     current: tuple[str, Manifest] | None,
     tracker: ProgressTracker,
+    store: BlobStore | None = None,
 ) -> None:
     """Fill `staged.entries` with files already in place and `staged.items` with the rest.
 
     In place: verified by an earlier run (partial.json), else the same content in the published
-    copy, hard-linked into staging. Both count as done in progress without a transfer.
+    copy or the root's `store` (checked by `BlobStore.reuse`), hard-linked into staging. All count
+    as done in progress without a transfer.
     """
     published = None if current is None else (layout.open_store(current[0]), current[1])
     by_sha = {} if current is None else {(e.sha256, e.size): e for e in current[1].files}
     for f in snap.files:
         entry = staged.partial.verified(f.path, f.size, f.sha256)
-        if entry is None and (hit := find_reusable(f, published, by_sha)) is not None:
-            source, entry = hit
-            layout.link_into_staging(source, staged.staging, f.path)
-            staged.partial.record(entry)
-            staged.reused += 1
+        if entry is None:
+            entry = _reuse_one(layout, f, staged, published, by_sha, store)
+            if entry is not None:
+                staged.partial.record(entry)
+                staged.reused += 1
+                staged.reused_bytes += f.size
+                tracker.bytes_reused += f.size
         if entry is not None:
             staged.entries[f.path] = entry
             tracker.add_bytes(f.size, transferred=False)
@@ -200,6 +257,116 @@ def reuse_verified(
         else:
             staged.items.append(transfer_item(f, staged.staging))
     staged.partial.flush()
+
+
+def _reuse_one(
+    layout: Layout,
+    f: RemoteFile,
+    staged: Staged,
+    published: Published | None,
+    by_sha: dict[tuple[str, int], FileEntry],
+    store: BlobStore | None,
+) -> FileEntry | None:
+    """`f` hard-linked into staging from the published copy, else from the store; None if neither has it."""
+    if (hit := find_reusable(f, published, by_sha)) is not None:
+        source, entry = hit
+        layout.link_into_staging(source, staged.staging, f.path)
+        return entry
+    if store is not None:
+        reused = store.reuse(staged.staging, f.path, size=f.size, sha256=f.sha256, blob_id=f.blob_id)
+        return reused.entry if reused is not None else None
+    return None
+
+
+# -- adoption -----------------------------------------------------------------------------------
+
+
+def adopt_in_place(
+    layout: Layout, snap: RepoSnapshot, staged: Staged, tracker: ProgressTracker, cancel: threading.Event
+) -> None:
+    """Take the files of a plain directory at the target (copied by hand) instead of transferring.
+
+    Each file still to transfer that the directory holds with the right size is hard-linked into
+    staging under a temporary name, hashed through its own fd against the Hub's sha256 (or git blob
+    id) and only then moved to its place; one that does not match stays to be transferred. The
+    directory is replaced by the published version; anything in it but selected files is a
+    `PathConflictError` before a byte is hashed (modeldepot never deletes files it was not asked for).
+    """
+    found = layout.unmanaged_dir()
+    if found is None or not staged.items:
+        return
+    selection = {f.path for f in snap.files}
+    # a copy of a published directory brings its .modeldepot/manifest.json: ours, not the user's
+    if (unexpected := layout.unexpected_in(found, selection, skip={META_DIR})) is not None:
+        raise errors.PathConflictError(
+            f"{layout.target} is a directory modeldepot does not manage, and it holds {unexpected}, "
+            "which is not a selected file: a directory is adopted only when it holds nothing but "
+            "selected files (move the others away, or select them)"
+        )
+    layout.allow_replacing_dir(selection)
+    by_path = {f.path: f for f in snap.files}
+    candidates = [i for i in staged.items if _same_size(found, i.path, i.size)]
+    if not candidates:
+        return
+    with ThreadPoolExecutor(max_workers=min(4, len(candidates)), thread_name_prefix="adopt") as pool:
+        results = list(
+            pool.map(lambda i: _adopt_one(found, staged.staging, by_path[i.path], cancel), candidates)
+        )
+    adopted = {e.path: e for e in results if e is not None}
+    for entry in adopted.values():
+        staged.partial.record(entry)
+        staged.entries[entry.path] = entry
+        staged.adopted += 1
+        staged.adopted_bytes += entry.size
+        tracker.bytes_adopted += entry.size
+        tracker.add_bytes(entry.size, transferred=False)
+        tracker.file_done()
+    staged.items = [i for i in staged.items if i.path not in adopted]
+    staged.partial.flush()
+    staged.staging.rmtree(_ADOPT_TMP)
+    if cancel.is_set():
+        raise errors.InterruptedFetchError("stop requested while verifying files in place")
+    log.info(
+        "adopted %d files (%d bytes) found at %s, verified in place",
+        len(adopted),
+        staged.adopted_bytes,
+        layout.target,
+    )
+
+
+def _same_size(d: Dir, path: str, size: int) -> bool:
+    try:
+        st = d.lstat(path)
+    except (OSError, errors.PathConflictError, errors.InvalidSpecError):
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+_ADOPT_TMP = ".modeldepot/adopting"
+
+
+def _adopt_one(found: Dir, staging: Dir, f: RemoteFile, cancel: threading.Event) -> FileEntry | None:
+    """Link `found/f.path` into staging, verify the linked inode, move it into place."""
+    if cancel.is_set():
+        return None
+    tmp = f"{_ADOPT_TMP}/{hashlib.sha256(f.path.encode()).hexdigest()[:32]}"
+    staging.mkdir(_ADOPT_TMP)
+    staging.unlink(tmp, missing_ok=True)
+    try:
+        found.link(f.path, staging, tmp)
+    except (OSError, errors.PathConflictError, errors.InvalidSpecError) as exc:
+        log.info("not adopting %s: %s", f.path, exc)
+        return None
+    sha = hash_matches(staging, tmp, f)
+    if sha is None:
+        log.warning("not adopting %s: its content is not the Hub's file", f.path)
+        staging.unlink(tmp, missing_ok=True)
+        return None
+    dest = staging / f.path
+    dest.make_parents()
+    dest.unlink(missing_ok=True)
+    staging.rename(tmp, staging, f.path)
+    return FileEntry(f.path, f.size, sha)
 
 
 # -- space --------------------------------------------------------------------------------------
@@ -312,9 +479,15 @@ def manifest_of(snap: RepoSnapshot, entries: dict[str, FileEntry]) -> Manifest:
     )
 
 
-def publish_version(layout: Layout, snap: RepoSnapshot, staged: Staged, *, fsync: bool) -> Manifest:
-    """Write the manifest, move staging into the store and swap the symlink."""
+def publish_version(
+    layout: Layout, snap: RepoSnapshot, staged: Staged, *, fsync: bool, store: BlobStore | None = None
+) -> Manifest:
+    """Make the new files blobs of the root's `store`, write the manifest, move staging into the
+    version store and swap the symlink."""
     manifest = manifest_of(snap, staged.entries)
+    if store is not None:
+        git_ids = {f.path: f.blob_id for f in snap.files if f.sha256 is None}
+        store.ingest(staged.staging, manifest.files, git_ids)
     layout.publish(staged.version, manifest, fsync=fsync)
     log.info("published %s@%s at %s (%s)", snap.repo_id, snap.commit[:12], layout.target, manifest.digest)
     return manifest
