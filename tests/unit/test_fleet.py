@@ -221,6 +221,14 @@ def test_a_running_fetcher_that_does_not_report_counts_as_downloading() -> None:
     assert p.nodes == []  # its entry is the fetcher's to write, and this one does not
 
 
+def test_a_silent_download_does_not_keep_the_pending_entry_it_never_replaces() -> None:
+    pending = {"name": "a", "phase": "Pending", "summary": "Pending", "observedGeneration": 1}
+    p = plan(artifact(nodes=[pending]), nodes=["a"], jobs=[job("a", active=1, ready=1)], now=T0)
+    assert p.forget == ["a"]
+    fleet = p.status_patch["fleet"]
+    assert (fleet["downloading"], fleet["listed"], fleet["unlisted"]) == (1, 0, 1)
+
+
 def test_a_status_full_of_ready_entries_is_compacted_once() -> None:
     nodes = node_names(300)
     listed = [ready_entry(n) for n in nodes]

@@ -352,6 +352,7 @@ def fleet(
         t.node for t in targets
         if t.node is not None and t.phase == Phase.DOWNLOADING
         and (e := real.get(t.node)) is not None and e.observed_generation == gen
+        and e.phase == Phase.DOWNLOADING  # the fetcher's own entry, not the one it never replaced
     )  # fmt: skip
     waiting = sorted(
         (t for t in targets if t.node is not None and t.phase in _ATTENTION),

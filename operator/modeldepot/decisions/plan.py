@@ -164,7 +164,7 @@ def decide_target(
             return TargetState(node, Phase.DOWNLOADING, entry.retry.reason, retry_message(entry.retry)), False
         message = entry.summary or "downloading"
         return TargetState(node, Phase.DOWNLOADING, Reason.DOWNLOADING, message), False
-    if job.active > 0 and job.ready > 0 and entry is None:
+    if job.active > 0 and job.ready > 0 and (entry is None or entry.phase == Phase.PENDING):
         # a fetcher that does not report (beyond nodes.REPORTING_NODES) is running all the same
         return TargetState(node, Phase.DOWNLOADING, Reason.DOWNLOADING, "downloading"), False
     if job.failed > 0:
