@@ -248,6 +248,25 @@ class FleetStatus(_Model):
     records: str | None = None
 
 
+class FileClassCount(_Model):
+    """Files of one class (weights, config, tokenizer, other) and their bytes."""
+
+    files: int | None = None
+    bytes: int | None = None
+
+
+class ModelSummary(_Model):
+    """``status.model``: what the verified files are (the fetcher's `modelinfo`; display only)."""
+
+    format: str | None = None
+    formats: list[str] = Field(default_factory=list)
+    precision: str | None = None
+    quantization: str | None = None
+    parameters: int | None = None
+    files: dict[str, FileClassCount] = Field(default_factory=dict)
+    summary: str | None = None
+
+
 class ModelArtifactStatus(_Model):
     """The observed state of a ModelArtifact."""
 
@@ -266,6 +285,7 @@ class ModelArtifactStatus(_Model):
     ready_nodes: int | None = None
     target_nodes: int | None = None
     fleet: FleetStatus | None = None
+    model: ModelSummary | None = None
 
     @field_validator("nodes", mode="before")
     @classmethod
@@ -448,6 +468,7 @@ class JobResult(_Model):
     transferred_bytes: int | None = None
     reused_bytes: int | None = None
     adopted_bytes: int | None = None
+    model: ModelSummary | None = None
 
 
 def parse_termination_message(text: str | None) -> JobResult | None:

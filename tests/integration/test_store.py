@@ -58,6 +58,9 @@ def test_a_second_namespace_on_the_node_root_fetches_no_file_bytes(
         assert file_requests(hub, repo) == [], "the second artifact got every byte from the node's store"
         assert second["digest"] == first["digest"]
         assert second["progress"]["bytesReused"] == second["totalBytes"], second["progress"]
+        # what the model is, read from the verified files (the weights here are random bytes)
+        assert second["model"]["format"] == "safetensors", second.get("model")
+        assert second["model"]["files"]["weights"] == {"files": 1, "bytes": 2_000_000}
         theirs = root / other_ns / "m"
         assert files_digest(theirs) == second["digest"]
         for path in FILES:

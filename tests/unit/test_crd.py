@@ -172,7 +172,7 @@ def test_cel_rules_present(schema: dict[str, Any]) -> None:
 def test_printer_columns(version: dict[str, Any]) -> None:
     cols = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Phase", "Progress", "Size", "Revision", "Age", "Repo", "Digest", "Path",
+        "Phase", "Progress", "Size", "Revision", "Age", "Repo", "Digest", "Path", "Model",
     ]  # fmt: skip
     assert cols["Phase"]["jsonPath"] == ".status.phase"
     assert cols["Progress"]["jsonPath"] == ".status.progress.summary"
@@ -183,6 +183,7 @@ def test_printer_columns(version: dict[str, Any]) -> None:
         ("Repo", ".spec.source.huggingFace.repo"),
         ("Digest", ".status.digest"),
         ("Path", ".status.path"),
+        ("Model", ".status.model.summary"),
     ):
         assert cols[name]["jsonPath"] == path and cols[name]["priority"] == 1
     for name in ("Phase", "Progress", "Size", "Revision", "Age"):

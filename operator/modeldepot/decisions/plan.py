@@ -265,7 +265,7 @@ def _result_fields(artifact: ModelArtifact, targets: Sequence[TargetState]) -> d
         return {}
     top = Counter(r.commit for r in results).most_common(1)[0][0]
     res: JobResult = next(r for r in results if r.commit == top)
-    return {
+    fields: dict[str, Any] = {
         "resolved_revision": res.commit,
         "revision": display_revision(artifact.hugging_face.revision, res.commit),
         "digest": res.digest,
@@ -273,6 +273,11 @@ def _result_fields(artifact: ModelArtifact, targets: Sequence[TargetState]) -> d
         "size": format_bytes(res.total_bytes) if res.total_bytes is not None else None,
         "file_count": res.file_count,
     }
+    # what the model is comes with a fresh result only (not one rebuilt from status or records)
+    described = [r.model for r in results if r.commit == top and r.digest == res.digest and r.model]
+    if described:
+        fields["model"] = described[0]
+    return fields
 
 
 def render_status(

@@ -64,6 +64,8 @@ class FetchResult:
     """Bytes of `reused_files`."""
     adopted_bytes: int = 0
     """Bytes verified in place in a directory the artifact took under management (adoption)."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """What the model is (`modelinfo.ModelInfo.to_dict`): format, precision, parameters, classes."""
 
     def to_dict(self) -> dict[str, Any]:
         """The termination message as a dict; encoded it fits `TERMINATION_MESSAGE_BYTES`."""
@@ -82,13 +84,14 @@ class FetchResult:
             "transferredBytes": self.downloaded_bytes,
             "reusedBytes": self.reused_bytes,
             "adoptedBytes": self.adopted_bytes,
+            **({"model": self.model} if self.model else {}),
             "path": path,
         }
 
     def to_json(self, limit: int = TERMINATION_MESSAGE_BYTES) -> str:
         """Compact JSON of at most `limit` UTF-8 bytes.
 
-        phase, reason, commit, digest, totalBytes, fileCount and the byte counts are always complete; the message
+        phase, reason, commit, digest, totalBytes, fileCount, the byte counts and the model are always complete; the message
         (at most `MAX_MESSAGE` characters) and then the path are shortened, on character
         boundaries and marked with "…", only as far as needed.
         """

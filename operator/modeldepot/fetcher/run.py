@@ -140,6 +140,7 @@ def _fetch_into(
         staged.reused,
         reused_bytes=staged.reused_bytes,
         adopted_bytes=staged.adopted_bytes,
+        model=steps.describe_model(staged.staging, manifest),  # the directory, now published
     )
 
 

@@ -27,9 +27,10 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modeldepot import errors
+from modeldepot.fetcher import modelinfo
 from modeldepot.fetcher.job import FetchRequest, FetchResult
 from modeldepot.fetcher.layout import Layout
 from modeldepot.fetcher.manifest import META_DIR, FileEntry, Manifest
@@ -119,6 +120,7 @@ def ready_result(
     *,
     reused_bytes: int = 0,
     adopted_bytes: int = 0,
+    model: dict[str, Any] | None = None,
 ) -> FetchResult:
     return FetchResult(
         phase=Phase.READY,
@@ -131,6 +133,7 @@ def ready_result(
         reused_files=reused,
         reused_bytes=reused_bytes,
         adopted_bytes=adopted_bytes,
+        model=model or {},
     )
 
 
@@ -156,7 +159,17 @@ def already_published(
     layout.ensure_published(version)
     tracker.add_bytes(snap.total_bytes, transferred=False)
     tracker.files_done = len(snap.files)
-    return ready_result(str(layout.target), manifest, adopted_bytes=adopted)
+    model = describe_model(layout.open_store(version), manifest)
+    return ready_result(str(layout.target), manifest, adopted_bytes=adopted, model=model)
+
+
+def describe_model(d: Dir, manifest: Manifest) -> dict[str, Any]:
+    """What the model is (`modelinfo`), from the verified files below `d`; {} if it cannot tell."""
+    try:
+        return modelinfo.inspect(d, [(f.path, f.size) for f in manifest.files]).to_dict()
+    except (OSError, errors.ModelDepotError) as exc:  # display only: never fails a fetch
+        log.warning("could not tell what the model is: %s", exc)
+        return {}
 
 
 def verify_published(layout: Layout, version: str, snap: RepoSnapshot) -> bool:
