@@ -118,12 +118,12 @@ def _status_sink(report: str, node: str | None) -> ProgressSink:
 def _fetch(args: argparse.Namespace) -> int:
     from modeldepot.fetcher.owners import LOCAL_OWNER
     from modeldepot.fetcher.run import EXIT_SIGINT, EXIT_SIGTERM, FetchRequest, run
-    from modeldepot.settings import FetchSettings
+    from modeldepot.fetcher.settings import FetchSettings
 
     flags = ("termination_log", "streams", "streams_min_size", "chunk_size")
     try:  # flags win over MODELDEPOT_* and are validated alike
         settings = FetchSettings(**{k: v for k in flags if (v := getattr(args, k)) is not None})
-    except ValueError as exc:  # pydantic's ValidationError
+    except ValueError as exc:  # a flag or MODELDEPOT_* value FetchSettings refuses
         raise SystemExit(f"modeldepot fetch: {exc}") from None
     sink = _status_sink(args.report, args.node) if args.report else None
     request = FetchRequest(
@@ -175,7 +175,7 @@ def _cleanup(args: argparse.Namespace) -> int:
     owner (nothing is removed then)."""
     from modeldepot.fetcher.layout import Layout
     from modeldepot.fetcher.owners import LOCAL_OWNER
-    from modeldepot.settings import FetchSettings
+    from modeldepot.fetcher.settings import FetchSettings
 
     def step() -> str:
         root = args.root or FetchSettings().storage_root

@@ -103,19 +103,16 @@ def test_defaults_and_bounds(schema: dict[str, Any]) -> None:
     # what the schema admits, the fetcher accepts (its flags are validated by FetchSettings)
     from modeldepot.settings import FetchSettings
 
-    bounds = {
-        name: {type(m).__name__: m for m in f.metadata} for name, f in FetchSettings.model_fields.items()
-    }
     streams, chunk = dl["properties"]["streams"], dl["properties"]["chunkSize"]
-    assert (streams["minimum"], streams["maximum"]) == (
-        bounds["streams"]["Ge"].ge,
-        bounds["streams"]["Le"].le,
-    )
-    assert (chunk["minimum"], chunk["maximum"]) == (
-        bounds["chunk_size"]["Ge"].ge,
-        bounds["chunk_size"]["Le"].le,
-    )
-    assert dl["properties"]["streamsMinSize"]["minimum"] == bounds["streams_min_size"]["Ge"].ge
+    bounds = FetchSettings.bounds
+    assert (streams["minimum"], streams["maximum"]) == (bounds("streams")["ge"], bounds("streams")["le"])
+    assert (chunk["minimum"], chunk["maximum"]) == (bounds("chunk_size")["ge"], bounds("chunk_size")["le"])
+    assert dl["properties"]["streamsMinSize"]["minimum"] == bounds("streams_min_size")["ge"]
+    for edge in (streams["minimum"], streams["maximum"]):
+        assert FetchSettings(streams=edge).streams == edge
+    for outside in (streams["minimum"] - 1, streams["maximum"] + 1):
+        with pytest.raises(ValueError, match="streams"):
+            FetchSettings(streams=outside)
     assert dl["properties"]["activeDeadlineSeconds"]["minimum"] == 60
     assert spec["deletionPolicy"]["enum"] == ["Delete", "Retain"]
     assert spec["deletionPolicy"]["default"] == "Delete"

@@ -64,7 +64,7 @@ from modeldepot.fetcher.retry import RetryListener, RetryNotice, RetryPolicy
 from modeldepot.vocabulary import Reason
 
 if TYPE_CHECKING:
-    from modeldepot.settings import FetchSettings
+    from modeldepot.fetcher.settings import FetchSettings
 
 __all__ = ["HubClient", "RemoteFile", "RepoSnapshot", "resolve_token", "translate_errors"]
 

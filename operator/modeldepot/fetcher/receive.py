@@ -1,7 +1,7 @@
 """One HTTP response body onto disk: the GET, the throughput floor, batched positional writes.
 
-`Receiver` wraps the transfer's shared `httpx.Client`. `open` sends a GET (`Authorization` only to
-the origin the Hub's URL names: a URL the Hub redirected us to is fetched without it, as httpx does
+`Receiver` wraps the transfer's shared `httpx2.Client`. `open` sends a GET (`Authorization` only to
+the origin the Hub's URL names: a URL the Hub redirected us to is fetched without it, as httpx2 does
 when it follows the redirect itself). `copy_body` reads the body in network-sized pieces and hands
 them to a `flush(pieces, n)` callback in batches of about `chunk_size` bytes (or every 0.25 s on
 slow links), so writes and hash updates are few and large; what arrived before a broken connection
@@ -19,8 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-import httpcore
-import httpx
+import httpcore2
+import httpx2
 
 from modeldepot import errors
 from modeldepot.fetcher.retry import Transient
@@ -36,14 +36,14 @@ Flush = Callable[[list[bytes], int], None]
 
 
 class _ReadSize:
-    """httpcore's `HTTP11Connection.READ_NUM_BYTES`, as set for the calling thread (`read_size`)."""
+    """httpcore2's `HTTP11Connection.READ_NUM_BYTES`, as set for the calling thread (`read_size`)."""
 
     def __get__(self, obj: object, owner: type | None = None) -> int:
         return getattr(_THREAD, "read_size", _SOCKET_READ)
 
 
 def tune_httpcore() -> None:
-    """Read sockets 1 MiB at a time instead of httpcore's 64 KiB, unless a thread asks otherwise.
+    """Read sockets 1 MiB at a time instead of httpcore2's 64 KiB, unless a thread asks otherwise.
 
     Per-read h11 parsing is the main CPU cost of a large download after sha256 (measured ~25% less
     client CPU per GiB on loopback). Each read allocates that much and the body passes through three
@@ -51,7 +51,7 @@ def tune_httpcore() -> None:
     stream) read less at a time (`read_size`): 8 streams x 1 MiB reads measured ~40 MB more peak
     RSS than one. A private class attribute: if it disappears, nothing changes.
     """
-    conn = getattr(getattr(httpcore, "_sync", None), "http11", None)
+    conn = getattr(getattr(httpcore2, "_sync", None), "http11", None)
     cls = getattr(conn, "HTTP11Connection", None)
     if (
         cls is not None
@@ -87,7 +87,7 @@ def pwrite_all(fd: int, pieces: list[bytes], offset: int, item: TransferItem) ->
         raise
 
 
-def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+def same_origin(a: httpx2.URL, b: httpx2.URL) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
@@ -96,7 +96,7 @@ class Receiver:
 
     def __init__(
         self,
-        client: httpx.Client,
+        client: httpx2.Client,
         *,
         chunk_size: int,
         min_bytes_per_second: float,
@@ -113,10 +113,10 @@ class Receiver:
         self._streams_lock = threading.Lock()
 
     @contextlib.contextmanager
-    def open(self, url: str, headers: dict[str, str], *, origin: str) -> Iterator[httpx.Response]:
+    def open(self, url: str, headers: dict[str, str], *, origin: str) -> Iterator[httpx2.Response]:
         """GET `url` (streamed); `Authorization` is kept only if `url` has the origin of `origin`."""
         request = self.client.build_request("GET", url, headers=headers)
-        if not same_origin(request.url, httpx.URL(origin)):
+        if not same_origin(request.url, httpx2.URL(origin)):
             request.headers.pop("authorization", None)
         response = self.client.send(request, stream=True)
         try:
@@ -127,7 +127,7 @@ class Receiver:
     def copy_body(
         self,
         item: TransferItem,
-        response: httpx.Response,
+        response: httpx2.Response,
         flush: Flush,
         *,
         batch: int | None = None,
@@ -167,7 +167,7 @@ class Receiver:
                         full, pieces, n, size = pieces, [], size, 0
                         flush(full, n)
                         last_flush = time.monotonic()
-            except (httpx.TransportError, httpx.StreamError):
+            except (httpx2.TransportError, httpx2.StreamError):
                 if pieces:
                     flush(pieces, size)
                 raise
@@ -198,6 +198,6 @@ class Receiver:
 
 
 def transport_error(item: TransferItem, exc: Exception) -> Transient:
-    """The retryable failure for an httpx transport or stream error while fetching `item`."""
-    kind = errors.HubUnavailableError if isinstance(exc, httpx.ConnectError) else errors.DownloadFailedError
+    """The retryable failure for an httpx2 transport or stream error while fetching `item`."""
+    kind = errors.HubUnavailableError if isinstance(exc, httpx2.ConnectError) else errors.DownloadFailedError
     return Transient(kind(f"{item.path}: {type(exc).__name__}: {exc}"))

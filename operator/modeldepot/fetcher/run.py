@@ -24,7 +24,7 @@ from modeldepot.fetcher.hub import HubClient
 from modeldepot.fetcher.job import MAX_MESSAGE, FetchRequest, FetchResult, write_termination_message
 from modeldepot.fetcher.layout import Layout
 from modeldepot.fetcher.progress import ConsoleSink, ProgressSink, ProgressTracker, RateLimitedReporter
-from modeldepot.settings import FetchSettings
+from modeldepot.fetcher.settings import FetchSettings
 from modeldepot.vocabulary import Phase
 
 __all__ = [

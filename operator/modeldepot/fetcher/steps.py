@@ -39,10 +39,10 @@ from modeldepot.fetcher.progress import ProgressTracker
 from modeldepot.fetcher.ranges import RANGES_DIR, load_coverage
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir, Location
+from modeldepot.fetcher.settings import FetchSettings
 from modeldepot.fetcher.store import BlobStore, hash_fd
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer
 from modeldepot.fetcher.verify import TransferItem, VerifiedFile, git_blob_id
-from modeldepot.settings import FetchSettings
 from modeldepot.vocabulary import Phase
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from modeldepot import errors
 from modeldepot.fetcher.hashing import InlineHasher, start_writeback
@@ -325,7 +325,7 @@ class MultiStream:
                     clock = now
 
                 self._rx.copy_body(item, r, flush, batch=batch, stopping=self._stop.is_set)
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx2.TransportError, httpx2.StreamError) as exc:
             raise transport_error(item, exc) from None
         if self._stopped():
             raise errors.InterruptedFetchError("stopped")

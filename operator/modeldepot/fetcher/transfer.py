@@ -1,4 +1,4 @@
-"""Ranged, verified, resumable HTTP transfer of repository files into staging (httpx).
+"""Ranged, verified, resumable HTTP transfer of repository files into staging (httpx2).
 
 Each file is hashed as it is written: sha256 always, plus the git blob sha1 (`b"blob <size>\\0" +
 content`) for non-LFS files, which the Hub identifies only by blob id. The receiving thread only
@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import httpx
+import httpx2
 
 from modeldepot import errors
 from modeldepot.fetcher.hashing import InlineHasher, OrderedHasher
@@ -93,15 +93,15 @@ class Transfer:
         self._plan = StreamPlan(streams, part_size, self._retry, self._progress_floor, fsync, stream_buffer)
         self._stream_pool: cf.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        # Authorization (client-wide header) is dropped by httpx on a redirect to another origin
+        # Authorization (client-wide header) is dropped by httpx2 on a redirect to another origin
         # (scheme, host or port; only an http->https upgrade of the same host keeps it), and by
         # `Receiver.open` when a part goes straight to a URL the Hub redirected us to.
         connections = concurrency + streams + 2
-        client = httpx.Client(
+        client = httpx2.Client(
             headers=headers,
             follow_redirects=True,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=None),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            timeout=httpx2.Timeout(read_timeout, connect=connect_timeout, pool=None),
+            limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
         self._rx = Receiver(
             client,
@@ -298,7 +298,7 @@ class Transfer:
                 self._rx.copy_body(
                     item, response, lambda pieces, n: self._write(item, fd, hasher, part, pieces, n)
                 )
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx2.TransportError, httpx2.StreamError) as exc:
             raise transport_error(item, exc) from None
         self._check_stop()
         if part.offset < item.size:
