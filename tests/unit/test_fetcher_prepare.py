@@ -21,11 +21,14 @@ def test_directories_for_a_node_local_path() -> None:
         ".modeldepot/store",
         ".modeldepot/staging",
         ".modeldepot/owners",
+        ".modeldepot/blobs",
+        ".modeldepot/blobs/sha256",
+        ".modeldepot/blobs/git",
         "ns",
         ".modeldepot/store/ns",
         ".modeldepot/staging/ns",
     ]
-    assert directories_for(PurePosixPath("name"))[-1] == ".modeldepot/owners"
+    assert directories_for(PurePosixPath("name"))[-1] == ".modeldepot/blobs/git"
 
 
 def test_creates_the_directories_once(tmp_path: Path) -> None:

@@ -145,6 +145,34 @@ def test_new_revision_elsewhere_transfers_only_changed_files(
     assert second.reused_bytes == second.total_bytes - second.downloaded_bytes
 
 
+def test_a_copy_published_before_the_store_existed_joins_it(
+    hub: HubEmulator, root: Path, settings: FetchSettings
+) -> None:
+    do_fetch(hub, root, "a/tiny", ALICE, settings)
+    for blob in blobs(root).values():  # as an older release left the root: no blobs
+        blob.unlink()
+    for entry in (root / ".modeldepot/blobs/git").iterdir():
+        entry.unlink()
+    again = do_fetch(hub, root, "a/tiny", ALICE, settings)  # nothing to fetch: it files the blobs
+    assert again.downloaded_bytes == 0 and set(blobs(root)) == {sha(root / "a/tiny" / p) for p in FILES}
+    hub.clear_requests()
+    second = do_fetch(hub, root, "b/tiny", BOB, settings)
+    assert fetched_files(hub) == set() and second.reused_bytes == second.total_bytes
+
+
+def test_without_write_access_to_the_store_the_fetch_still_works(
+    hub: HubEmulator, root: Path, settings: FetchSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: BlobStore, kind: str, *, create: bool = False) -> Dir:
+        raise PermissionError(13, "Permission denied", kind)
+
+    monkeypatch.setattr(BlobStore, "_open", refuse)
+    result = do_fetch(hub, root, "a/tiny", ALICE, settings)
+    assert result.digest == digest_of_dir(root / "a/tiny")
+    second = do_fetch(hub, root, "b/tiny", BOB, settings)
+    assert second.digest == result.digest and second.reused_bytes == 0
+
+
 def test_blobs_are_counted_by_manifests_and_go_with_the_last(
     hub: HubEmulator, root: Path, settings: FetchSettings
 ) -> None:

@@ -25,7 +25,8 @@ from modeldepot.fetcher.manifest import META_DIR
 log = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-METADATA_DIRS = ("store", "staging", "owners")
+METADATA_DIRS = ("store", "staging", "owners", "blobs", "blobs/sha256", "blobs/git")
+"""Below `.modeldepot/`; `blobs/`: the content-addressed store (`store.py`)."""
 
 
 def directories_for(rel: PurePosixPath) -> list[str]:

@@ -114,11 +114,11 @@ def _fetch_into(
     hub = hub or HubClient.from_settings(settings, endpoint=request.endpoint)
     snap = steps.resolve_snapshot(hub, request, tracker, cancel)
     current = layout.current()
-    if (done := steps.already_published(layout, snap, current, tracker)) is not None:
+    store = layout.blob_store(trusted=request.node_local)
+    if (done := steps.already_published(layout, snap, current, tracker, store)) is not None:
         return done
     if layout.took_over:
         current = None  # an earlier artifact's copy: its files are trusted only once re-hashed
-    store = layout.blob_store(trusted=request.node_local)
     staged = steps.start_staging(layout, snap)
     steps.reuse_verified(layout, snap, staged, current, tracker, store)
     steps.adopt_in_place(layout, snap, staged, tracker, cancel)

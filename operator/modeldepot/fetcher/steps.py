@@ -138,12 +138,17 @@ def ready_result(
 
 
 def already_published(
-    layout: Layout, snap: RepoSnapshot, current: tuple[str, Manifest] | None, tracker: ProgressTracker
+    layout: Layout,
+    snap: RepoSnapshot,
+    current: tuple[str, Manifest] | None,
+    tracker: ProgressTracker,
+    store: BlobStore | None = None,
 ) -> FetchResult | None:
     """If the published copy is this very selection: keep it (and drop other versions); else None.
 
     A copy taken over from an earlier uid of the artifact (re-created after `deletionPolicy:
-    Retain`) is adopted: every file is hashed again first (None if one does not match).
+    Retain`) is adopted: every file is hashed again first (None if one does not match). Files
+    the root's `store` lacks (a copy published before the store existed) become blobs.
     """
     if current is None or not same_selection(current[1], snap):
         return None
@@ -159,7 +164,10 @@ def already_published(
     layout.ensure_published(version)
     tracker.add_bytes(snap.total_bytes, transferred=False)
     tracker.files_done = len(snap.files)
-    model = describe_model(layout.open_store(version), manifest)
+    published = layout.open_store(version)
+    if store is not None:
+        store.ingest(published, manifest.files, {f.path: f.blob_id for f in snap.files if f.sha256 is None})
+    model = describe_model(published, manifest)
     return ready_result(str(layout.target), manifest, adopted_bytes=adopted, model=model)
 
 

@@ -128,7 +128,7 @@ class BlobStore:
                 reused = self._check_linked(blobs, sha, staging, path, size, sha256 is None, blob_id)
         except FileNotFoundError:
             return None
-        except errors.PathConflictError as exc:  # a symlink where blobs/ or blobs/sha256 should be
+        except (errors.PathConflictError, PermissionError) as exc:  # a planted symlink; not ours to write
             log.warning("not reusing from the store: %s", exc)
             return None
         return reused
@@ -204,7 +204,7 @@ class BlobStore:
         try:
             with self._open(_SHA256, create=True) as blobs, self._open(_GIT, create=True) as index:
                 return self._ingest(staging, entries, git_ids, blobs, index)
-        except errors.PathConflictError as exc:  # a symlink planted where the store's directories go
+        except (errors.PathConflictError, PermissionError) as exc:  # a planted symlink; not ours to write
             log.warning("not adding to the store: %s", exc)
             return 0
 
