@@ -67,6 +67,8 @@ class StreamPlan:
     """A second stream is tried when the probe's thread was busy less than this share of a window."""
     gain: float = 1.5
     """All streams are started when two brought this many times the probe's rate."""
+    probe_windows: int = 2
+    """Windows the probe runs alone, at least, before a second stream is tried."""
 
 
 class Ramp:
@@ -75,19 +77,24 @@ class Ramp:
     More streams help only when one stream leaves the link idle (a CDN's per-connection cap,
     latency); when the receiving thread is busy most of the time (loopback, a slow or shared CPU),
     they only cost CPU. So: the probe runs alone for a `window`; if its thread was busy less than
-    `busy_threshold` of it (its own CPU clock), a second stream is tried for a window from its first
-    byte; if the two bring `gain` times the probe's best rate, all `most` streams are started and
+    `busy_threshold` of it (its own CPU clock) and it ran `probe_windows` windows, a second stream is
+    tried for a window from its first byte (the probe's first window often shares the CPU with the
+    repo's small files, which starve its thread and slow it: alone, that looked like a slow link); if the two bring `gain` times the probe's best rate, all `most` streams are started and
     checked alike for one window. A check that fails leaves the file with one stream for good (the
     others finish the part they have). Pure: `observe` gets totals and the time, and returns the limit.
     """
 
-    def __init__(self, most: int, *, window: float, busy_threshold: float, gain: float = 1.5) -> None:
+    def __init__(
+        self, most: int, *, window: float, busy_threshold: float, gain: float = 1.5, probe_windows: int = 2
+    ) -> None:
         self.most = most
         self.limit = 1
         self.state = "probe" if most > 1 else "single"
         self._window = window
         self._busy = busy_threshold
         self._gain = gain
+        self._probe_windows = probe_windows
+        self._probed = 0
         self._start: tuple[float, int, float] | None = None
         self._probe_rate = 0.0
         """The probe's best window: a hiccup of a shared CPU in one short window must not pass for
@@ -112,7 +119,8 @@ class Ramp:
         self.rates[self.limit] = max(rate, self.rates.get(self.limit, 0.0) if self.limit == 1 else 0.0)
         if self.state == "probe":
             self._probe_rate = self.rates[1]
-            if (cpu - cpu0) / seconds < self._busy:
+            self._probed += 1
+            if (cpu - cpu0) / seconds < self._busy and self._probed >= self._probe_windows:
                 self.state, self.limit = "trial", 2
         elif rate < self._gain * self._probe_rate:
             self.state, self.limit = "single", 1
@@ -165,7 +173,11 @@ class MultiStream:
         self._stop = threading.Event()
         self._refused: str | None = None
         self._ramp = Ramp(
-            plan.streams, window=plan.busy_window, busy_threshold=plan.busy_threshold, gain=plan.gain
+            plan.streams,
+            window=plan.busy_window,
+            busy_threshold=plan.busy_threshold,
+            gain=plan.gain,
+            probe_windows=plan.probe_windows,
         )
         self._running = 0
         self._writing: set[int] = set()
