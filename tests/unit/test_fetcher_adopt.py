@@ -3,6 +3,7 @@ verified in place, byte for byte, and taken under management without a download.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from modeldepot import errors
 from modeldepot.fetcher.manifest import digest_of_dir
 from modeldepot.fetcher.owners import Owner
 from modeldepot.fetcher.run import FetchRequest, FetchResult, fetch
+from modeldepot.fetcher.safefs import Dir
 from modeldepot.settings import FetchSettings
 
 REPO = "org/tiny"
@@ -172,3 +174,36 @@ def test_a_tampered_copy_left_by_retain_is_not_adopted(
     assert "model.safetensors" in fetched_files(hub)
     assert (root / "m" / "model.safetensors").read_bytes() == served(hub, "model.safetensors")
     assert again.digest == digest_of_dir(root / "m")
+
+
+def test_files_that_may_not_be_linked_are_copied_and_still_adopted(
+    hub: HubEmulator, root: Path, settings: FetchSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another owner's files under fs.protected_hardlinks (or another filesystem) refuse a link."""
+    target = root / "m"
+    copy_by_hand(hub, target)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(Dir, "link", refuse)
+    result = do_fetch(hub, root, settings)
+    assert fetched_files(hub) == set()
+    assert result.adopted_bytes == result.total_bytes
+    assert target.is_symlink() and result.digest == digest_of_dir(target)
+
+
+def test_a_directory_the_fetcher_cannot_remove_is_a_clear_conflict(
+    hub: HubEmulator, root: Path, settings: FetchSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_by_hand(hub, root / "m")
+    real = Dir.rmtree
+
+    def rmtree(self: Dir, rel: Any, *, missing_ok: bool = True) -> None:
+        if str(rel) == "m":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real(self, rel, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Dir, "rmtree", rmtree)
+    with pytest.raises(errors.PathConflictError, match=r"cannot be replaced.*uid"):
+        do_fetch(hub, root, settings)

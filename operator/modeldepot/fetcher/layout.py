@@ -431,7 +431,14 @@ class Layout:
                 f"{self.target} exists and is a directory not managed by modeldepot{detail}"
             )
         log.info("replacing the adopted directory %s by the published version", self.target)
-        parent.rmtree(name)
+        try:
+            parent.rmtree(name)
+        except PermissionError as exc:
+            raise errors.PathConflictError(
+                f"{self.target} cannot be replaced by the verified version: {exc.strerror} "
+                f"(the fetcher runs as uid {os.geteuid()}: make the directory and its files its own, "
+                "or remove them)"
+            ) from None
 
     def ensure_published(self, version: str) -> None:
         """Point the target at an existing store version (used when nothing had to be fetched)."""

@@ -18,9 +18,11 @@ Pure helpers beside them (`same_selection`, `find_reusable`, `bytes_still_needed
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Iterable
@@ -366,17 +368,32 @@ def _same_size(d: Dir, path: str, size: int) -> bool:
 _ADOPT_TMP = ".modeldepot/adopting"
 
 
+def _copy_regular(src_dir: Dir, src: str, dst_dir: Dir, dst: str) -> None:
+    """Copy the regular file `src_dir/src` to a new `dst_dir/dst` (never through a symlink)."""
+    with src_dir.open(src, "rb") as fin, dst_dir.open(dst, "xb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+
+
 def _adopt_one(found: Dir, staging: Dir, f: RemoteFile, cancel: threading.Event) -> FileEntry | None:
-    """Link `found/f.path` into staging, verify the linked inode, move it into place."""
+    """Link `found/f.path` into staging (copy it where a link is refused), verify the staged inode,
+    move it into place."""
     if cancel.is_set():
         return None
     tmp = f"{_ADOPT_TMP}/{hashlib.sha256(f.path.encode()).hexdigest()[:32]}"
     staging.mkdir(_ADOPT_TMP)
     staging.unlink(tmp, missing_ok=True)
     try:
-        found.link(f.path, staging, tmp)
+        try:
+            found.link(f.path, staging, tmp)
+        except OSError as exc:
+            # another owner's file (fs.protected_hardlinks) or another filesystem: a local copy
+            # still costs no Hub bytes
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK):
+                raise
+            _copy_regular(found, f.path, staging, tmp)
     except (OSError, errors.PathConflictError, errors.InvalidSpecError) as exc:
         log.info("not adopting %s: %s", f.path, exc)
+        staging.unlink(tmp, missing_ok=True)
         return None
     sha = hash_matches(staging, tmp, f)
     if sha is None:
