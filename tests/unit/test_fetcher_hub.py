@@ -157,3 +157,34 @@ def test_download_headers_carry_token_only_when_set(
     assert headers["authorization"] == "Bearer hf_abc"
     assert headers["accept-encoding"] == "identity"
     assert "modeldepot" in headers["user-agent"]
+
+
+def test_downloads_share_the_hub_clients_verifying_tls_context(
+    hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One CA load per fetch: the downloads' client uses huggingface_hub's TLS context, which
+    verifies certificates and host names; a context that does not verify is never shared."""
+    import ssl
+
+    import httpx2
+    import huggingface_hub
+
+    from modeldepot.fetcher import hub as hub_module
+    from modeldepot.fetcher.transfer import Transfer
+
+    hub.add_repo_from_files("org/m", {"a": b"1"})
+    client = HubClient(endpoint=hub.url)
+    client.snapshot("org/m")
+    context = client.tls_context()
+    assert context is huggingface_hub.get_session()._transport._pool._ssl_context  # type: ignore[attr-defined]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    with Transfer(headers={}, tls=context) as t:
+        assert t._rx.client._transport._pool._ssl_context is context  # type: ignore[attr-defined]
+    with Transfer(headers={}) as t:  # none given: httpx2's own, verifying
+        own = t._rx.client._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert own is not context and own.verify_mode == ssl.CERT_REQUIRED and own.check_hostname
+
+    monkeypatch.setattr(hub_module, "get_session", lambda: httpx2.Client(verify=False))
+    assert client.tls_context() is None
+    monkeypatch.setattr(hub_module, "get_session", lambda: object())  # httpx2's insides changed
+    assert client.tls_context() is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import httpx2
-from huggingface_hub import HfApi, get_token, hf_hub_url, set_client_factory
+from huggingface_hub import HfApi, get_session, get_token, hf_hub_url, set_client_factory
 from huggingface_hub.errors import (
     DisabledRepoError,
     EntryNotFoundError,
@@ -261,6 +262,20 @@ class HubClient:
     def _token(self) -> str | bool:
         """For huggingface_hub calls: the token, or False (send none; do not look elsewhere)."""
         return resolve_token() or False
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of huggingface_hub's client (its CA certificates loaded, verifying), for
+        the downloads' client to share: loading the CAs costs ~75 ms of start-up per context. None
+        if it cannot be found (a private attribute of httpx2): the downloads then load their own."""
+        pool = getattr(getattr(get_session(), "_transport", None), "_pool", None)
+        context = getattr(pool, "_ssl_context", None)
+        if (
+            isinstance(context, ssl.SSLContext)
+            and context.verify_mode == ssl.CERT_REQUIRED
+            and context.check_hostname
+        ):
+            return context
+        return None
 
     def download_headers(self) -> dict[str, str]:
         """Headers for file downloads: user agent plus `authorization` if a token is configured."""

@@ -42,7 +42,7 @@ from modeldepot.fetcher.ranges import RANGES_DIR, load_coverage
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir, Location
 from modeldepot.fetcher.settings import FetchSettings
-from modeldepot.fetcher.store import BlobStore, hash_fd
+from modeldepot.fetcher.store import REUSING_DIR, BlobStore, hash_fd
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer
 from modeldepot.fetcher.verify import TransferItem, VerifiedFile, git_blob_id
 from modeldepot.vocabulary import Phase
@@ -280,6 +280,7 @@ def reuse_verified(
         else:
             staged.items.append(transfer_item(f, staged.staging))
     staged.partial.flush()
+    staged.staging.rmtree(REUSING_DIR)
 
 
 def _reuse_one(
@@ -494,6 +495,7 @@ def transfer_missing(
         fsync=settings.fsync,
         min_bytes_per_second=settings.min_bytes_per_second,
         stall_window=settings.stall_window,
+        tls=hub.tls_context(),
     ) as transfer:
         try:
             for v in transfer.fetch_all(staged.items):

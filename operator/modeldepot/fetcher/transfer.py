@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +52,8 @@ class Transfer:
 
     Progress: `on_bytes(n)` for bytes received, `on_adjust(n)` for bytes that count as done without
     a transfer (resumed partial data) or no longer count (negative: a restarted file), `on_file`
-    for each verified file.
+    for each verified file. `tls`: a verifying TLS context to share (`HubClient.tls_context`: loading
+    the CA certificates again costs ~75 ms of start-up); None loads httpx2's default.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Transfer:
         fsync: bool = True,
         min_bytes_per_second: float = 64 * 1024,
         stall_window: float = 30.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._concurrency = concurrency
         self._chunk = chunk_size
@@ -100,6 +103,7 @@ class Transfer:
         client = httpx2.Client(
             headers=headers,
             follow_redirects=True,
+            verify=tls if tls is not None else True,  # a shared context, or httpx2's own (verifying)
             timeout=httpx2.Timeout(read_timeout, connect=connect_timeout, pool=None),
             limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
