@@ -370,3 +370,21 @@ def test_on_a_node_local_root_a_writable_blob_is_rehashed(
     do_fetch(hub, root, "b/tiny", BOB, settings, node_local=True)
     assert "model.safetensors" in fetched_files(hub)
     assert (root / "b/tiny/model.safetensors").read_bytes() == served(hub, "model.safetensors")
+
+
+def test_a_bad_blob_leaves_a_partial_download_in_place(tmp_path: Path) -> None:
+    good = os.urandom(4096)
+    h = hashlib.sha256(good).hexdigest()
+    (tmp_path / "meta/blobs/sha256").mkdir(parents=True)
+    (tmp_path / "meta/blobs/sha256" / h).write_bytes(b"\0" * 4096)  # planted: right name and size
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging/f").write_bytes(good[:1000])  # an interrupted download, to be resumed
+    with (
+        Dir.open_root(tmp_path) as top,
+        top.open_dir("meta") as meta,
+        top.open_dir("staging") as staging,
+    ):
+        assert BlobStore(meta).reuse(staging, "f", size=4096, sha256=h, blob_id="0" * 40) is None
+    assert (tmp_path / "staging/f").read_bytes() == good[:1000]
+    assert not (tmp_path / "meta/blobs/sha256" / h).exists()  # dropped from the store
+    assert not list((tmp_path / "staging/.modeldepot/reusing").iterdir())

@@ -42,7 +42,7 @@ from modeldepot.fetcher.ranges import RANGES_DIR, load_coverage
 from modeldepot.fetcher.remote import RemoteFile, RepoSnapshot
 from modeldepot.fetcher.safefs import Dir, Location
 from modeldepot.fetcher.settings import FetchSettings
-from modeldepot.fetcher.store import BlobStore, hash_fd
+from modeldepot.fetcher.store import REUSING_DIR, BlobStore, hash_fd
 from modeldepot.fetcher.transfer import RetryPolicy, Transfer
 from modeldepot.fetcher.verify import TransferItem, VerifiedFile, git_blob_id
 from modeldepot.vocabulary import Phase
@@ -280,6 +280,7 @@ def reuse_verified(
         else:
             staged.items.append(transfer_item(f, staged.staging))
     staged.partial.flush()
+    staged.staging.rmtree(REUSING_DIR)
 
 
 def _reuse_one(

@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from modeldepot import errors
-from modeldepot.fetcher.manifest import HASH_CHUNK, FileEntry
+from modeldepot.fetcher.manifest import HASH_CHUNK, META_DIR, FileEntry
 from modeldepot.fetcher.safefs import Dir
 
 __all__ = ["BLOBS_DIR", "BlobStore", "Reused", "hash_fd"]
@@ -53,6 +53,8 @@ _GIT = "git"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _BLOB_ID_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 BLOB_MODE = 0o444
+REUSING_DIR = f"{META_DIR}/reusing"
+"""Below a staging directory: blobs linked there while they are checked."""
 
 
 def hash_fd(fd: int, size: int, *, git: bool = False) -> tuple[str, str | None]:
@@ -76,10 +78,9 @@ def hash_fd(fd: int, size: int, *, git: bool = False) -> tuple[str, str | None]:
 
 @dataclass(frozen=True)
 class Reused:
-    """A blob linked into staging: the entry for the manifest, and whether it was re-hashed."""
+    """A blob linked into staging: the entry for the manifest."""
 
     entry: FileEntry
-    rehashed: bool
 
 
 class BlobStore:
@@ -108,15 +109,16 @@ class BlobStore:
         sha = sha256.lower() if sha256 is not None else self._sha_of_blob_id(blob_id.lower())
         if sha is None or not _SHA256_RE.match(sha):
             return None
+        # linked under a temporary name first: a partial download at `path` survives a bad blob
+        tmp = f"{REUSING_DIR}/{hashlib.sha256(path.encode()).hexdigest()[:32]}"
         try:
             with self._open(_SHA256) as blobs:
                 if not self._plausible(blobs, sha, size):
                     return None
-                dest = staging / path
-                dest.make_parents()
-                dest.unlink(missing_ok=True)
+                staging.mkdir(REUSING_DIR)
+                staging.unlink(tmp, missing_ok=True)
                 try:
-                    blobs.link(sha, staging, path)
+                    blobs.link(sha, staging, tmp)
                 except FileNotFoundError:  # collected meanwhile
                     return None
                 except OSError as exc:
@@ -125,13 +127,17 @@ class BlobStore:
                     if exc.errno in (errno.EMLINK, errno.EXDEV, errno.EPERM):
                         return None
                     raise
-                reused = self._check_linked(blobs, sha, staging, path, size, sha256 is None, blob_id)
+                if not self._check_linked(blobs, sha, staging, tmp, size, sha256 is None, blob_id):
+                    return None
+                dest = staging / path
+                dest.make_parents()
+                staging.rename(tmp, staging, path)
         except FileNotFoundError:
             return None
         except (errors.PathConflictError, PermissionError) as exc:  # a planted symlink; not ours to write
             log.warning("not reusing from the store: %s", exc)
             return None
-        return reused
+        return Reused(FileEntry(path, size, sha))
 
     def _sha_of_blob_id(self, blob_id: str) -> str | None:
         if not _BLOB_ID_RE.match(blob_id):
@@ -161,14 +167,14 @@ class BlobStore:
 
     def _check_linked(
         self, blobs: Dir, sha: str, staging: Dir, path: str, size: int, small: bool, blob_id: str
-    ) -> Reused | None:
+    ) -> bool:
         """Check the inode now linked at `staging/path` (through its own fd, so it cannot be swapped
         between the check and its use); unlink it and drop the blob if it is not the content."""
         try:
             fd = staging.open_fd(path, os.O_RDONLY)
         except errors.PathConflictError:  # the blob was swapped for a symlink before the link
             staging.unlink(path, missing_ok=True)
-            return None
+            return False
         try:
             st = os.fstat(fd)
             frozen = st.st_uid == os.geteuid() and not st.st_mode & 0o222
@@ -181,17 +187,16 @@ class BlobStore:
             os.close(fd)
         if not ok:
             log.warning(
-                "the store's blob %s is not the file it names (modified or planted); dropping it, "
-                "%s is transferred instead",
+                "the store's blob %s is not the file it names (modified or planted): dropped, the file "
+                "is transferred instead",
                 sha[:12],
-                path,
             )
             staging.unlink(path, missing_ok=True)
             with contextlib.suppress(OSError):
                 if _same_inode(blobs.lstat(sha), st):
                     blobs.unlink(sha)
-            return None
-        return Reused(FileEntry(path, size, sha), rehashed=rehash)
+            return False
+        return True
 
     # -- ingest ---------------------------------------------------------------------------------
 
