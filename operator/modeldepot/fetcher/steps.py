@@ -441,13 +441,17 @@ def check_free_space(layout: Layout, items: Iterable[TransferItem]) -> None:
 
 def log_plan(snap: RepoSnapshot, staged: Staged) -> None:
     log.info(
-        "%s@%s: %d files, %d bytes; %d already in place (%d reused from the published copy), %d to fetch",
+        "%s@%s: %d files, %d bytes; %d already in place (%d, %d bytes, reused from the published copy or "
+        "the root's store; %d, %d bytes, adopted), %d to fetch",
         snap.repo_id,
         snap.commit[:12],
         len(snap.files),
         snap.total_bytes,
         len(staged.entries),
         staged.reused,
+        staged.reused_bytes,
+        staged.adopted,
+        staged.adopted_bytes,
         len(staged.items),
     )
 
