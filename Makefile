@@ -17,7 +17,8 @@ help:
 	@echo "make cluster-up    start the local control plane (.cluster/kubeconfig)"
 	@echo "make cluster-down  stop it (only the processes it started)"
 	@echo "make bench         modeldepot fetch vs hf download and curl, side by side (BENCH_CASES=wan BENCH_ROUNDS=1: a subset)"
-	@echo "make bench-scale   the operator with 1,000 artifacts beside a minimal kopf operator (SCALE_N=100 for a quick look)"
+	@echo "make bench-scale   the operator with 1,000 artifacts beside a minimal kopf operator (SCALE_N=100 for a quick look),"
+	@echo "                   then one node-local artifact on 100 nodes and on 1,000 simulated ones (FLEET_N, FLEET_SIM_N)"
 	@echo "make image         build the image from ./Dockerfile with buildah (OCI archive in the cache)"
 	@echo "make e2e           the real-node tier only (kubelet + containerd + runc, our image), needs root"
 
@@ -72,6 +73,7 @@ bench: venv
 
 bench-scale: tools
 	$(PY) bench/scale.py
+	$(PY) bench/fleet.py
 
 image:
 	bash hack/build-image.sh
