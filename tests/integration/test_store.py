@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support import Artifacts, ClusterHandle, files_digest, fresh_namespace, unique_repo, wait_until
+from support import (
+    Artifacts,
+    ClusterHandle,
+    claim_dir,
+    files_digest,
+    fresh_namespace,
+    unique_repo,
+    wait_until,
+)
 
 NODE = "md-node-b"
 ZONE = {"topology.kubernetes.io/zone": "zone-b"}
@@ -92,3 +100,39 @@ def test_files_copied_by_hand_are_adopted_without_a_download(
     assert file_requests(hub, repo) == []
     assert status["progress"]["bytesAdopted"] == status["totalBytes"], status["progress"]
     assert target.is_symlink() and files_digest(target) == status["digest"]
+
+
+def test_two_artifacts_on_one_claim_share_its_store(
+    hub: Any, artifacts: Artifacts, cluster: ClusterHandle
+) -> None:
+    """On a claim every reused blob is re-hashed first; a blob poisoned through the first artifact's
+    hard link is then fetched again, never published for the second."""
+    repo = unique_repo()
+    hub.add_repo_from_files(repo, FILES)
+    artifacts.create_claim("shared")
+
+    def spec(path: str) -> dict[str, Any]:
+        return {
+            "source": {"huggingFace": {"repo": repo, "endpoint": hub.url}},
+            "storage": {"persistentVolumeClaim": {"claimName": "shared", "path": path}},
+        }
+
+    artifacts.apply("first", spec("first"))
+    first = artifacts.wait_phase("first", "Ready", timeout=120)
+    volume = claim_dir(cluster, artifacts.namespace, "shared")
+    hub.clear_requests()
+    artifacts.apply("second", spec("second"))
+    second = artifacts.wait_phase("second", "Ready", timeout=120)
+    assert file_requests(hub, repo) == []
+    assert second["digest"] == first["digest"] and second["progress"]["bytesReused"] == second["totalBytes"]
+    # a tenant pod with the claim mounted writes through the first artifact's file (the blob's inode)
+    weights = volume / "first" / "model.safetensors"
+    weights.chmod(0o644)
+    with weights.open("r+b") as fh:
+        fh.write(b"EVIL")
+    weights.chmod(0o444)
+    hub.clear_requests()
+    artifacts.apply("third", spec("third"))
+    third = artifacts.wait_phase("third", "Ready", timeout=120)
+    assert {r["file"] for r in file_requests(hub, repo)} == {"model.safetensors"}
+    assert third["digest"] == first["digest"] == files_digest(volume / "third")
