@@ -236,8 +236,9 @@ class BlobStore:
                 os.close(fd)
             if self._link_new(staging, e, blobs):
                 added += 1
-            if (blob_id := git_ids.get(e.path)) is not None and _BLOB_ID_RE.match(blob_id.lower()):
-                index.write_atomic(blob_id.lower(), e.sha256.encode("ascii"))
+            blob_id = (git_ids.get(e.path) or "").lower()
+            if _BLOB_ID_RE.match(blob_id) and _sha_in(index, blob_id) != e.sha256:
+                index.write_atomic(blob_id, e.sha256.encode("ascii"))
         return added
 
     def _link_new(self, staging: Dir, e: FileEntry, blobs: Dir) -> bool:
