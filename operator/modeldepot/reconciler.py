@@ -481,6 +481,8 @@ class Reconciler:
             weakref.WeakValueDictionary()
         )
         self._timed = TimedJobs()
+        # artifacts with a pass waiting for the lock, not started yet (see `reconcile`)
+        self._waiting: set[tuple[str, str]] = set()
 
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
         lock = self._locks.get((namespace, name))
@@ -494,19 +496,33 @@ class Reconciler:
     ) -> Outcome | None:
         """Bring one artifact's Jobs and status in line with its spec. ``claims`` gives the paths
         other artifacts hold on a storage (``PathConflict`` checks); ``jobs`` reads Jobs from
-        memory (None: from the API)."""
+        memory (None: from the API).
+
+        Coalesced: when a pass of this artifact already waits for the lock, it has not read
+        anything yet and will see whatever this call was made for, so this call returns None at
+        once. A fleet's Jobs change by the thousand (each a Job event), and one pass each would
+        queue passes for hours."""
+        key = (namespace, name)
+        if key in self._waiting:
+            return None
         started = time.monotonic()
         list_jobs = jobs or self.api.list_jobs
-        async with self._lock(namespace, name):
-            try:
-                return await asyncio.to_thread(
-                    _reconcile_pass, self.api, namespace, name, self.settings, claims, self._timed, list_jobs
-                )
-            except ModelDepotError as error:
-                metrics.reconcile_errors.labels(retryable=str(error.is_retryable).lower()).inc()
-                raise
-            finally:
-                metrics.reconcile_duration.observe(time.monotonic() - started)
+        lock = self._lock(namespace, name)
+        self._waiting.add(key)
+        try:
+            await lock.acquire()
+        finally:  # started, or cancelled while waiting: the next call needs a pass of its own
+            self._waiting.discard(key)
+        try:
+            return await asyncio.to_thread(
+                _reconcile_pass, self.api, namespace, name, self.settings, claims, self._timed, list_jobs
+            )
+        except ModelDepotError as error:
+            metrics.reconcile_errors.labels(retryable=str(error.is_retryable).lower()).inc()
+            raise
+        finally:
+            lock.release()
+            metrics.reconcile_duration.observe(time.monotonic() - started)
 
     async def finalize(self, body: Mapping[str, Any], runtime: float) -> FinalizeStep:
         """One pass of the deletion flow; call again until `done` (each wait is bounded)."""

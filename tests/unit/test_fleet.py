@@ -362,3 +362,19 @@ def test_the_fetcher_identity_gains_no_right_to_the_records() -> None:
     role = builders.fetcher_role(ModelArtifact.from_body(cluster_body()))
     assert [r["resources"] for r in role["rules"]] == [["modelartifacts/status"]]
     assert all("configmaps" not in r["resources"] for r in role["rules"])
+
+
+def test_passes_queued_behind_a_waiting_one_are_coalesced() -> None:
+    """A fleet's Jobs change by the thousand: a call made while a pass of the same artifact
+    still waits for the lock is served by that pass (it has read nothing yet)."""
+    cluster = node_cluster(3)
+    reconciler = Reconciler(settings(), cluster)
+
+    async def burst() -> list[Any]:
+        return list(await asyncio.gather(*(reconciler.reconcile(NS, "llm") for _ in range(5))))
+
+    outcomes = asyncio.run(burst())
+    assert [o is not None for o in outcomes] == [True, True, False, False, False]
+    assert len(cluster.jobs_in(OPS)) == 3
+    # once nothing waits, the next call gets a pass of its own
+    assert asyncio.run(reconciler.reconcile(NS, "llm")) is not None
