@@ -132,6 +132,29 @@ def test_non_lfs_file_is_verified_by_blob_id(norange: str, tmp_path: Path, tmp_d
     assert not (tmp_path / "g").exists()
 
 
+def test_a_verified_file_is_fsynced_before_it_is_reported_and_a_bad_one_never(
+    norange: str, tmp_path: Path, tmp_dir: Dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _NoRangeHandler.cut_first = False
+    synced: list[str] = []
+    reported: list[tuple[str, list[str]]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr("os.fsync", fsync)
+    good = TransferItem("f", norange, tmp_dir / "f", len(DATA), git_blob_id(DATA), None)
+    bad = TransferItem("g", norange, tmp_dir / "g", len(DATA), git_blob_id(DATA + b"x"), None)
+    with _transfer(fsync=True, on_file=lambda v: reported.append((v.path, list(synced)))) as t:
+        t.fetch(good)
+        with pytest.raises(errors.ChecksumMismatchError):
+            t.fetch(bad)
+    assert reported == [("f", ["f"])]  # durable when reported (recorded as verified)
+    assert synced == ["f"] and not (tmp_path / "g").exists()
+
+
 def test_longer_body_than_listed_is_a_mismatch(norange: str, tmp_dir: Dir) -> None:
     _NoRangeHandler.cut_first = False
     item = TransferItem("f", norange, tmp_dir / "f", len(DATA) - 1, "0", "0" * 64)

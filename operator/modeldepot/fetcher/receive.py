@@ -116,7 +116,7 @@ class Receiver:
     def open(self, url: str, headers: dict[str, str], *, origin: str) -> Iterator[httpx2.Response]:
         """GET `url` (streamed); `Authorization` is kept only if `url` has the origin of `origin`."""
         request = self.client.build_request("GET", url, headers=headers)
-        if not same_origin(request.url, httpx2.URL(origin)):
+        if url != origin and not same_origin(request.url, httpx2.URL(origin)):
             request.headers.pop("authorization", None)
         response = self.client.send(request, stream=True)
         try:

@@ -158,9 +158,6 @@ class Transfer:
             item.dest.unlink(missing_ok=True)
             drop_sidecar(item, item.dest.base)
             raise
-        if self._fsync:
-            # Durable before it is recorded as verified (and later published).
-            item.dest.fsync()
         if assembled:
             drop_sidecar(item, item.dest.base)
         self._on_file(result)
@@ -196,7 +193,12 @@ class Transfer:
                     responses = self._download(item, fd, hasher, Part(prefix, item.size, prefix))
                     assembled = assembled or responses > 1
                 hasher.wait()
-            return state.verified(), assembled
+            result = state.verified()
+            if result is not None and self._fsync:
+                # Durable before it is recorded as verified (and later published); on the
+                # descriptor it was written through (opening it again cost three opens a file).
+                os.fsync(fd)
+            return result, assembled
         finally:
             os.close(fd)
 
