@@ -115,7 +115,7 @@ def test_node_local_fans_out_to_exactly_the_matching_nodes(
     nodes = artifacts.node_records("fanout")
     assert set(nodes) == {"md-node-a", "md-node-c"}
     assert status["readyNodes"] == status["targetNodes"] == 2
-    assert status["fleet"]["ready"] == status["fleet"]["nodes"] == 2
+    assert status["fleet"]["ready"] == status["fleet"]["matched"] == 2
     job_nodes = sorted(job["metadata"]["annotations"]["modeldepot.dev/node"] for job in artifacts.jobs())
     assert job_nodes == ["md-node-a", "md-node-c"]
     pod_nodes = sorted(pod["spec"]["nodeName"] for pod in artifacts.pods())
